@@ -1,0 +1,1 @@
+"""The netcode demo game: a pygame arena."""

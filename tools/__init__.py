@@ -1,0 +1,1 @@
+"""netcode tools: benchmarks, load tests, traces and plots (installed as netcode_tools)."""

@@ -13,7 +13,21 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from construct import Bytes, Const, GreedyRange, Int8ub, Int16ub, Int32ub, Struct, VarInt, this
+from construct import (
+    BitsInteger,
+    BitStruct,
+    Bytes,
+    Const,
+    Flag,
+    GreedyRange,
+    Int8ub,
+    Int16ub,
+    Int32ub,
+    Nibble,
+    Struct,
+    VarInt,
+    this,
+)
 
 from netcode.errors import ProtocolError
 
@@ -42,7 +56,14 @@ PROTOCOL_VERSION = 1
 _MAX_VARINT2 = 0x3FFF
 
 HEADER = Struct(
-    "version" / Const(PROTOCOL_VERSION, Int8ub),
+    "prefix"
+    / BitStruct(
+        "version" / Const(PROTOCOL_VERSION, Nibble),
+        "reserved" / Const(0, BitsInteger(3)),
+        # Clear until the sender has received a datagram: then ack and ack_bits are zero and
+        # mean nothing (no sequence value can stand for "nothing received").
+        "has_ack" / Flag,
+    ),
     "sequence" / Int16ub,  # this datagram's sequence number, wrapping at 2**16
     "ack" / Int16ub,  # newest sequence received from the peer
     "ack_bits" / Int32ub,  # bit i set: sequence (ack - 1 - i) was received too
@@ -61,7 +82,7 @@ DATAGRAM = Struct(
 
 _HEADER = struct.Struct("!BHHI")
 HEADER_BYTES = _HEADER.size
-assert HEADER_BYTES == HEADER.sizeof()
+assert HEADER.sizeof() == HEADER_BYTES
 
 #: The largest payload one frame can carry in one datagram (header + 1-byte type + 2-byte length).
 MAX_FRAME_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - HEADER_BYTES - 3
@@ -71,7 +92,8 @@ class DecodedDatagram(NamedTuple):
     """A datagram as read off the wire."""
 
     sequence: int
-    ack: int
+    #: newest sequence the sender has received from us, or None if it has received nothing
+    ack: int | None
     ack_bits: int
     frames: list[tuple[int, bytes]]
 
@@ -81,11 +103,21 @@ def frame_bytes(payload_bytes: int) -> int:
     return payload_bytes + (2 if payload_bytes < 0x80 else 3)
 
 
+_PREFIX_NO_ACK = PROTOCOL_VERSION << 4
+_PREFIX_HAS_ACK = _PREFIX_NO_ACK | 1
+
+
 def encode_datagram(
-    sequence: int, ack: int, ack_bits: int, frames: list[tuple[int, bytes]]
+    sequence: int, ack: int | None, ack_bits: int, frames: list[tuple[int, bytes]]
 ) -> bytes:
-    """Build one datagram; raises ValueError if it would exceed MAX_DATAGRAM_BYTES."""
-    parts = [_HEADER.pack(PROTOCOL_VERSION, sequence, ack, ack_bits)]
+    """Build one datagram; raises ValueError if it would exceed MAX_DATAGRAM_BYTES.
+
+    ``ack`` is None until we have received a datagram from the peer.
+    """
+    if ack is None:
+        parts = [_HEADER.pack(_PREFIX_NO_ACK, sequence, 0, 0)]
+    else:
+        parts = [_HEADER.pack(_PREFIX_HAS_ACK, sequence, ack, ack_bits)]
     size = HEADER_BYTES
     for frame_type, payload in frames:
         n = len(payload)
@@ -116,10 +148,18 @@ def decode_datagram_untrusted(data: bytes) -> DecodedDatagram:
     if n < HEADER_BYTES:
         raise ProtocolError(f"datagram of {n} bytes is shorter than its {HEADER_BYTES}-byte header")
     if n > MAX_DATAGRAM_BYTES:
-        raise ProtocolError(f"datagram of {n} bytes exceeds MAX_DATAGRAM_BYTES={MAX_DATAGRAM_BYTES}")
-    version, sequence, ack, ack_bits = _HEADER.unpack_from(data)
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version}, expected {PROTOCOL_VERSION}")
+        raise ProtocolError(
+            f"datagram of {n} bytes exceeds MAX_DATAGRAM_BYTES={MAX_DATAGRAM_BYTES}"
+        )
+    prefix, sequence, ack, ack_bits = _HEADER.unpack_from(data)
+    if prefix >> 4 != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {prefix >> 4}, expected {PROTOCOL_VERSION}")
+    if prefix == _PREFIX_NO_ACK:
+        if ack or ack_bits:
+            raise ProtocolError("ack fields set in a datagram that acknowledges nothing")
+        ack = None
+    elif prefix != _PREFIX_HAS_ACK:
+        raise ProtocolError(f"reserved header flags set: {prefix & 0x0F:#x}")
     frames: list[tuple[int, bytes]] = []
     i = HEADER_BYTES
     while i < n:

@@ -56,8 +56,8 @@ PONG = Struct(
 FRAGMENT = Struct(
     "inner_type" / Int8ub,  # frame type of the whole message
     "message_id" / Int16ub,
-    "index" / Int8ub,
-    "count" / Int8ub,
+    "fragment_index" / Int8ub,
+    "fragment_count" / Int8ub,
     "data" / GreedyBytes,
 )
 
@@ -77,8 +77,8 @@ class Pong(NamedTuple):
 class FragmentHeader(NamedTuple):
     inner_type: int
     message_id: int
-    index: int
-    count: int
+    fragment_index: int
+    fragment_count: int
 
 
 def encode_ping(ping_id: int) -> bytes:
@@ -112,8 +112,10 @@ def decode_fragment_untrusted(payload: bytes) -> tuple[FragmentHeader, bytes]:
     if len(payload) <= FRAGMENT_HEADER_BYTES:
         raise ProtocolError(f"FRAGMENT payload of {len(payload)} bytes carries no data")
     header = FragmentHeader(*_FRAGMENT.unpack_from(payload))
-    if header.count < 2 or header.index >= header.count:
-        raise ProtocolError(f"FRAGMENT {header.index} of {header.count} is not a valid piece")
+    if header.fragment_count < 2 or header.fragment_index >= header.fragment_count:
+        raise ProtocolError(
+            f"FRAGMENT {header.fragment_index} of {header.fragment_count} is not a valid piece"
+        )
     if header.inner_type in (0, FrameType.FRAGMENT):
         raise ProtocolError(f"FRAGMENT carries frame type {header.inner_type}")
     return header, payload[FRAGMENT_HEADER_BYTES:]

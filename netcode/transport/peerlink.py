@@ -1,0 +1,646 @@
+"""One client<->server WebRTC peer connection (aiortc) with netcode's data channels.
+
+Theory of operation
+-------------------
+A :class:`PeerLink` owns one ``RTCPeerConnection``. Both ends create the two base channels
+with ``negotiated=True`` and fixed stream ids, so they are usable as soon as the SCTP
+association is up, without a DATA_CHANNEL_OPEN round trip:
+
+- ``reliable`` (id 0): ordered, fully reliable; control, events, RPC, streams;
+- ``lossy`` (id 1): unordered, ``maxRetransmits=0``; one netcode datagram per message.
+
+Either end may add channels for data tracks with :meth:`PeerLink.create_channel`; those are
+announced in band (DCEP) and the other end's ``on_channel`` handler receives them. aiortc
+gives in-band channels ids of the DTLS role's parity and skips ids in use, so they never
+collide with 0 and 1.
+
+Every channel is wrapped in a :class:`DataChannel` that enforces message sizes, counts
+traffic and shields aiortc from exceptions raised by handlers. Unreliable channels apply
+backpressure by dropping: all channels of a connection share one SCTP association with one
+send queue and congestion window, and aiortc queues an unreliable message behind it instead
+of discarding it (../shared/PLATFORM-FACTS.md), so a datagram sent while more than
+``lossy_backlog_limit_bytes`` wait in the connection's queues is dropped and counted instead
+of arriving late.
+
+Messages received before a handler is installed are kept (a bounded number) and delivered
+when it is, so the server can hand a link to the application after it opened without losing
+what the client sent first.
+
+Loopback: aioice never gathers 127.0.0.1, so two peers on a machine whose only interface is
+loopback never connect. :func:`loopback_candidates` adds a 127.0.0.1 host candidate to the
+gathering done inside it (see that function for why it is done this way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aioice.ice
+import attrs
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
+
+from netcode.errors import NetcodeError
+from netcode.wire import MAX_DATAGRAM_BYTES
+
+__all__ = [
+    "DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES",
+    "LOSSY_CHANNEL_ID",
+    "LOSSY_LABEL",
+    "MAX_EXTRA_CHANNELS",
+    "MAX_PENDING_MESSAGES",
+    "MAX_RELIABLE_MESSAGE_BYTES",
+    "RELIABLE_CHANNEL_ID",
+    "RELIABLE_LABEL",
+    "ChannelNotOpen",
+    "ChannelStats",
+    "ConnectError",
+    "ConnectTimeout",
+    "DataChannel",
+    "PeerLink",
+    "loopback_candidates",
+    "make_peer_connection",
+]
+
+logger = logging.getLogger(__name__)
+
+RELIABLE_LABEL = "reliable"
+LOSSY_LABEL = "lossy"
+#: Fixed SCTP stream ids of the pre-negotiated channels (the same on both ends).
+RELIABLE_CHANNEL_ID = 0
+LOSSY_CHANNEL_ID = 1
+
+#: Largest message on a reliable channel, the rooms layer's protocol limit (LiveKit allows
+#: 15 KiB of user payload; the rest is our framing). Larger data goes as a chunked stream.
+MAX_RELIABLE_MESSAGE_BYTES = 16 * 1024
+
+#: Default backlog (bytes queued in the connection, not yet handed to the network) above
+#: which an unreliable message is dropped. Eight full datagrams: room for one tick's burst
+#: of snapshot parts, small enough that a dropped datagram would have been stale anyway.
+DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES = 8 * MAX_DATAGRAM_BYTES
+
+#: Messages kept per channel while no handler is installed; more are dropped and counted.
+MAX_PENDING_MESSAGES = 256
+
+#: Data-track channels a peer may open on one connection; more are closed at once.
+MAX_EXTRA_CHANNELS = 64
+
+MessageHandler = Callable[[bytes | str], object]
+ChannelHandler = Callable[["DataChannel"], object]
+StateHandler = Callable[[str], object]
+
+
+class ConnectError(NetcodeError):
+    """A peer connection could not be established (server unreachable, ICE/DTLS failed...)."""
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """A peer connection was not established within the allowed time."""
+
+
+class ChannelNotOpen(NetcodeError):
+    """A message was sent on a channel that is not open (still connecting, or closed)."""
+
+
+# --- loopback candidates --------------------------------------------------------------------
+
+_include_loopback: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "netcode_include_loopback", default=False
+)
+_LOOPBACK_ADDRESS = "127.0.0.1"
+
+
+def _install_loopback_hook() -> None:
+    """Wrap aioice's host-address enumeration so it can add 127.0.0.1 when asked.
+
+    aioice's ``Connection.gather_candidates`` asks the module-level
+    ``aioice.ice.get_host_addresses`` for the addresses to bind host candidates on, and that
+    function skips 127.0.0.1 (RFC 8445 5.1.1.1 forbids loopback candidates). aioice offers no
+    per-connection option, so the wrapper consults a context variable: it changes nothing
+    unless the gathering runs inside :func:`loopback_candidates`, so other code using aiortc
+    in the same process is unaffected. aiortc gathers inside ``setLocalDescription`` in
+    tasks created from the caller's task, which inherit its context.
+    """
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "_netcode_loopback_hook", False):
+        return
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses: list[str] = original(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+        if use_ipv4 and _include_loopback.get() and _LOOPBACK_ADDRESS not in addresses:
+            addresses.append(_LOOPBACK_ADDRESS)
+        return addresses
+
+    get_host_addresses._netcode_loopback_hook = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+@contextlib.contextmanager
+def loopback_candidates(enabled: bool = True) -> Iterator[None]:
+    """Within this block, ICE gathering also offers a 127.0.0.1 host candidate.
+
+    Wrap ``setLocalDescription`` (where aiortc gathers) with it. Only useful when both peers
+    are on the same machine: a remote peer cannot reach our loopback address and would
+    waste connectivity checks on it, which is why it is not always on.
+    """
+    _install_loopback_hook()
+    token = _include_loopback.set(enabled)
+    try:
+        yield
+    finally:
+        _include_loopback.reset(token)
+
+
+def make_peer_connection(ice_servers: list[RTCIceServer] | None = None) -> RTCPeerConnection:
+    """An RTCPeerConnection with ``ice_servers`` (default: none).
+
+    aiortc's default is Google's public STUN server; without internet access, gathering
+    would wait for its timeout, and a game server on a LAN or loopback needs none.
+    """
+    return RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers or [])))
+
+
+# --- channels -------------------------------------------------------------------------------
+
+
+@attrs.define
+class ChannelStats:
+    """Traffic counters of one data channel."""
+
+    #: messages handed to the SCTP layer
+    messages_sent: int = 0
+    #: payload bytes handed to the SCTP layer
+    bytes_sent: int = 0
+    #: messages delivered to the handler (or waiting for one)
+    messages_received: int = 0
+    #: payload bytes of the received messages
+    bytes_received: int = 0
+    #: unreliable messages not sent because the connection's send queue was backed up
+    send_drops: int = 0
+    #: received messages discarded: oversized, wrong type, or no room while no handler
+    receive_drops: int = 0
+    #: exceptions raised by the message handler (logged, never propagated into aiortc)
+    handler_errors: int = 0
+
+
+def _payload_bytes(data: bytes | str) -> int:
+    """Size of ``data`` on the wire (UTF-8 for str)."""
+    if isinstance(data, bytes):
+        return len(data)
+    # isascii() is O(1) in CPython (a flag of the string object): encode only when needed.
+    return len(data) if data.isascii() else len(data.encode("utf-8"))
+
+
+class DataChannel:
+    """One data channel of a :class:`PeerLink`: size limits, backpressure and counters.
+
+    Not created directly: use :attr:`PeerLink.reliable`, :attr:`PeerLink.lossy`,
+    :meth:`PeerLink.create_channel` or the link's ``on_channel`` handler.
+    """
+
+    def __init__(
+        self, raw: RTCDataChannel, link: PeerLink, *, max_message_bytes: int, binary_only: bool
+    ) -> None:
+        self._raw = raw
+        self._link = link
+        self._handler: MessageHandler | None = None
+        self._pending: deque[bytes | str] = deque()
+        self._opened = asyncio.get_running_loop().create_future()
+        self._binary_only = binary_only
+        #: largest message accepted in either direction, in bytes
+        self.max_message_bytes = max_message_bytes
+        #: traffic counters
+        self.stats = ChannelStats()
+        raw.on("message", self._on_message)
+        raw.on("open", self._on_open)
+        raw.on("close", self._on_close)
+        if raw.readyState == "open":
+            self._on_open()
+
+    # properties of the channel, as negotiated
+
+    @property
+    def label(self) -> str:
+        """The channel's label."""
+        return str(self._raw.label)
+
+    @property
+    def id(self) -> int | None:
+        """The SCTP stream id (None until an in-band channel has been assigned one)."""
+        value = self._raw.id
+        return None if value is None else int(value)
+
+    @property
+    def ordered(self) -> bool:
+        """Whether messages are delivered in order."""
+        return bool(self._raw.ordered)
+
+    @property
+    def max_retransmits(self) -> int | None:
+        """Retransmission limit, or None."""
+        value = self._raw.maxRetransmits
+        return None if value is None else int(value)
+
+    @property
+    def max_packet_life_time(self) -> int | None:
+        """Retransmission time limit in milliseconds, or None."""
+        value = self._raw.maxPacketLifeTime
+        return None if value is None else int(value)
+
+    @property
+    def reliable(self) -> bool:
+        """True if every message is delivered (no retransmission limit)."""
+        return self._raw.maxRetransmits is None and self._raw.maxPacketLifeTime is None
+
+    @property
+    def ready_state(self) -> str:
+        """``connecting``, ``open``, ``closing`` or ``closed``."""
+        return str(self._raw.readyState)
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes sent on this channel and not yet handed to the SCTP association."""
+        return int(self._raw.bufferedAmount)
+
+    @property
+    def raw(self) -> RTCDataChannel:
+        """The underlying aiortc channel (for diagnostics; send through this wrapper)."""
+        return self._raw
+
+    # sending
+
+    def send(self, data: bytes | str) -> bool:
+        """Send one message. Returns False if an unreliable channel dropped it (backed up).
+
+        Raises ValueError if the message exceeds :attr:`max_message_bytes`, TypeError for
+        a str on a binary-only channel, and :class:`ChannelNotOpen` if not open.
+        """
+        size = _payload_bytes(data)
+        if size > self.max_message_bytes:
+            raise ValueError(
+                f"message of {size} bytes exceeds the {self.max_message_bytes}-byte limit of "
+                f"channel {self.label!r} ({self._limit_name()})"
+            )
+        if self._binary_only and not isinstance(data, bytes):
+            raise TypeError(f"channel {self.label!r} carries bytes, not {type(data).__name__}")
+        if self._raw.readyState != "open":
+            raise ChannelNotOpen(f"channel {self.label!r} is {self._raw.readyState}")
+        if not self.reliable:
+            backlog = self._link.send_backlog()
+            # An empty queue always takes one message, so a partially reliable channel can
+            # carry messages larger than the limit; otherwise the backlog stays under it.
+            if backlog and backlog + size > self._link.backlog_limit:
+                self.stats.send_drops += 1
+                return False
+        self._raw.send(data)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += size
+        return True
+
+    def _limit_name(self) -> str:
+        if self.max_message_bytes == MAX_DATAGRAM_BYTES:
+            return "MAX_DATAGRAM_BYTES"
+        if self.max_message_bytes == MAX_RELIABLE_MESSAGE_BYTES:
+            return "MAX_RELIABLE_MESSAGE_BYTES"
+        return "max_message_bytes"
+
+    # receiving
+
+    def set_handler(self, handler: MessageHandler | None) -> None:
+        """Install the function called with each received message (None: keep them).
+
+        Messages received while no handler was installed are delivered now, in order.
+        """
+        self._handler = handler
+        while handler is not None and self._pending and self._handler is handler:
+            self._deliver(handler, self._pending.popleft())
+
+    def _on_message(self, data: bytes | str) -> None:
+        # Called by aiortc's SCTP receive path: must not raise.
+        size = _payload_bytes(data)
+        if (self._binary_only and not isinstance(data, bytes)) or size > self.max_message_bytes:
+            self.stats.receive_drops += 1
+            logger.debug(
+                "%s: dropped a %s of %d on channel %r",
+                self._link.name,
+                type(data).__name__,
+                size,
+                self.label,
+            )
+            return
+        self.stats.messages_received += 1
+        self.stats.bytes_received += size
+        handler = self._handler
+        if handler is not None:
+            self._deliver(handler, data)
+        elif len(self._pending) < MAX_PENDING_MESSAGES:
+            self._pending.append(data)
+        else:
+            self.stats.receive_drops += 1
+
+    def _deliver(self, handler: MessageHandler, data: bytes | str) -> None:
+        try:
+            handler(data)
+        except Exception:
+            self.stats.handler_errors += 1
+            logger.exception("%s: handler of channel %r raised", self._link.name, self.label)
+
+    # lifecycle
+
+    def _on_open(self) -> None:
+        if not self._opened.done():
+            self._opened.set_result(None)
+        self._link._channel_opened(self)
+
+    def _on_close(self) -> None:
+        if not self._opened.done():
+            self._opened.set_exception(ChannelNotOpen(f"channel {self.label!r} closed"))
+            self._opened.exception()  # mark retrieved: nobody may be waiting
+        self._link._channel_closed(self)
+
+    async def wait_open(self) -> None:
+        """Wait until the channel is open; raises :class:`ChannelNotOpen` if it closes first."""
+        await asyncio.shield(self._opened)
+
+    def close(self) -> None:
+        """Close this channel (the peer sees it close too)."""
+        if self._raw.readyState not in ("closing", "closed"):
+            self._raw.close()
+
+    def __repr__(self) -> str:
+        return f"<DataChannel {self.label!r} id={self.id} {self.ready_state}>"
+
+
+# --- the link -------------------------------------------------------------------------------
+
+_link_ids = itertools.count(1)
+
+
+class PeerLink:
+    """One client<->server peer connection with the ``reliable`` and ``lossy`` channels.
+
+    Create it with ``connect_peer()`` (client) or receive it from ``SignalingServer``'s
+    ``on_peer`` (server); the constructor is for those two and for tests.
+    """
+
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        *,
+        name: str = "",
+        lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+    ) -> None:
+        self._pc = pc
+        #: prefix of this link's log lines
+        self.name = name or f"link#{next(_link_ids)}"
+        #: unreliable messages are dropped while more than this many bytes wait to be sent
+        self.backlog_limit = lossy_backlog_limit_bytes
+        #: what the server said about itself in its answer (client side), else empty
+        self.server_info: dict[str, Any] = {}
+        #: set once the link is closed, whichever end closed it
+        self.closed = asyncio.Event()
+        self._channels: list[DataChannel] = []
+        self._remote_channels = 0
+        self._channel_handler: ChannelHandler | None = None
+        self._pending_channels: list[DataChannel] = []
+        self._state_handlers: list[StateHandler] = []
+        self._state = str(pc.connectionState)
+        self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._close_task: asyncio.Task[None] | None = None
+
+        self.reliable = self._wrap(
+            pc.createDataChannel(RELIABLE_LABEL, negotiated=True, id=RELIABLE_CHANNEL_ID),
+            max_message_bytes=MAX_RELIABLE_MESSAGE_BYTES,
+        )
+        self.lossy = self._wrap(
+            pc.createDataChannel(
+                LOSSY_LABEL,
+                negotiated=True,
+                id=LOSSY_CHANNEL_ID,
+                ordered=False,
+                maxRetransmits=0,
+            ),
+            max_message_bytes=MAX_DATAGRAM_BYTES,
+            binary_only=True,
+        )
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def pc(self) -> RTCPeerConnection:
+        """The underlying aiortc peer connection."""
+        return self._pc
+
+    @property
+    def connection_state(self) -> str:
+        """``new``, ``connecting``, ``connected``, ``failed`` or ``closed``."""
+        return self._state
+
+    @property
+    def channels(self) -> list[DataChannel]:
+        """All channels of the link, the two base channels first."""
+        return list(self._channels)
+
+    # sending
+
+    def send_reliable(self, data: bytes | str) -> None:
+        """Send on the reliable channel (str arrives as str, bytes as bytes).
+
+        Raises ValueError over MAX_RELIABLE_MESSAGE_BYTES (16 KiB).
+        """
+        self.reliable.send(data)
+
+    def send_lossy(self, data: bytes) -> bool:
+        """Send one datagram on the lossy channel; False if dropped because backed up.
+
+        Raises ValueError over MAX_DATAGRAM_BYTES (1160).
+        """
+        return self.lossy.send(data)
+
+    def send_backlog(self) -> int:
+        """Bytes sent on any channel of this link and not yet handed to the SCTP layer.
+
+        aiortc moves messages from its shared data-channel queue to SCTP only when SCTP's
+        own queue is empty, i.e. when the congestion window has room, so this is the data
+        waiting behind the congestion window.
+        """
+        return sum(channel._raw.bufferedAmount for channel in self._channels)
+
+    def create_channel(
+        self,
+        label: str,
+        *,
+        ordered: bool = True,
+        max_packet_life_time: int | None = None,
+        max_retransmits: int | None = None,
+    ) -> DataChannel:
+        """Open an extra channel (for a data track); the peer's ``on_channel`` gets it.
+
+        ``max_packet_life_time`` (ms) and ``max_retransmits`` make it unreliable (at most
+        one of them). A channel with ``max_retransmits=0`` carries single datagrams (at most
+        MAX_DATAGRAM_BYTES); others carry up to MAX_RELIABLE_MESSAGE_BYTES.
+        """
+        if self._pc.connectionState == "closed" or self.closed.is_set():
+            raise ChannelNotOpen(f"{self.name} is closed")
+        raw = self._pc.createDataChannel(
+            label,
+            ordered=ordered,
+            maxPacketLifeTime=max_packet_life_time,
+            maxRetransmits=max_retransmits,
+        )
+        return self._wrap(raw, max_message_bytes=_limit_for(raw))
+
+    # receiving
+
+    def on_reliable(self, handler: MessageHandler | None) -> None:
+        """Install the handler of reliable messages (``bytes`` or ``str``)."""
+        self.reliable.set_handler(handler)
+
+    def on_lossy(self, handler: Callable[[bytes], object] | None) -> None:
+        """Install the handler of lossy datagrams (always ``bytes``)."""
+        # The lossy channel drops non-bytes on receipt, so the handler only sees bytes.
+        self.lossy.set_handler(handler)  # type: ignore[arg-type]
+
+    def on_channel(self, handler: ChannelHandler | None) -> None:
+        """Install the handler of channels the peer opens; earlier ones are delivered now."""
+        self._channel_handler = handler
+        while handler is not None and self._pending_channels:
+            self._deliver_channel(handler, self._pending_channels.pop(0))
+
+    def on_state_change(self, handler: StateHandler) -> None:
+        """Call ``handler(state)`` on each connection-state change."""
+        self._state_handlers.append(handler)
+
+    def stats(self) -> dict[str, ChannelStats]:
+        """Counters per channel label (a label used twice shows its last channel)."""
+        return {channel.label: channel.stats for channel in self._channels}
+
+    # lifecycle
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Wait until both base channels are open.
+
+        Raises :class:`ConnectError` if the connection fails or closes first and
+        :class:`ConnectTimeout` after ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._opened)
+        except TimeoutError:
+            raise ConnectTimeout(
+                f"{self.name}: not open within {timeout} s (connection {self._state})"
+            ) from None
+
+    @property
+    def is_open(self) -> bool:
+        """True once both base channels opened and until the link closes."""
+        return self._opened.done() and not self._opened.exception() and not self.closed.is_set()
+
+    async def close(self) -> None:
+        """Close the peer connection and every channel. Safe to call more than once."""
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def wait_closed(self) -> None:
+        """Wait until the link is closed (by either end or by a failure)."""
+        await self.closed.wait()
+
+    async def _close(self) -> None:
+        self._fail_open(ConnectError(f"{self.name}: closed before it opened"))
+        try:
+            await self._pc.close()
+        except Exception:
+            logger.exception("%s: error while closing the peer connection", self.name)
+        self._set_state("closed")
+        self.closed.set()
+
+    def _schedule_close(self) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close())
+
+    def _fail_open(self, error: Exception) -> None:
+        if not self._opened.done():
+            self._opened.set_exception(error)
+            self._opened.exception()  # retrieved: a link may close with nobody waiting
+
+    def _wrap(
+        self, raw: RTCDataChannel, *, max_message_bytes: int, binary_only: bool = False
+    ) -> DataChannel:
+        channel = DataChannel(
+            raw, self, max_message_bytes=max_message_bytes, binary_only=binary_only
+        )
+        self._channels.append(channel)
+        return channel
+
+    def _channel_opened(self, channel: DataChannel) -> None:
+        if (
+            channel in (self.reliable, self.lossy)
+            and self.reliable.ready_state == "open"
+            and self.lossy.ready_state == "open"
+            and not self._opened.done()
+        ):
+            logger.debug("%s: channels open", self.name)
+            self._opened.set_result(None)
+
+    def _channel_closed(self, channel: DataChannel) -> None:
+        if channel is self.reliable or channel is self.lossy:
+            # Without both base channels the link is useless: close it all.
+            logger.debug("%s: base channel %r closed", self.name, channel.label)
+            self._schedule_close()
+        elif channel in self._channels:
+            self._channels.remove(channel)
+
+    def _on_datachannel(self, raw: RTCDataChannel) -> None:
+        # A peer-opened channel: the peer chose its settings, so bound how many it may open.
+        if self._remote_channels >= MAX_EXTRA_CHANNELS:
+            logger.warning("%s: peer opened too many channels; closing %r", self.name, raw.label)
+            raw.close()
+            return
+        self._remote_channels += 1
+        channel = self._wrap(raw, max_message_bytes=_limit_for(raw))
+        if self._channel_handler is not None:
+            self._deliver_channel(self._channel_handler, channel)
+        else:
+            self._pending_channels.append(channel)
+
+    def _deliver_channel(self, handler: ChannelHandler, channel: DataChannel) -> None:
+        try:
+            handler(channel)
+        except Exception:
+            logger.exception("%s: on_channel handler raised", self.name)
+
+    def _on_connection_state(self) -> None:
+        state = str(self._pc.connectionState)
+        self._set_state(state)
+        if state in ("failed", "closed"):
+            self._fail_open(ConnectError(f"{self.name}: connection {state}"))
+            self._schedule_close()
+
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        logger.debug("%s: %s -> %s", self.name, self._state, state)
+        self._state = state
+        for handler in list(self._state_handlers):
+            try:
+                handler(state)
+            except Exception:
+                logger.exception("%s: state handler raised", self.name)
+
+    def __repr__(self) -> str:
+        return f"<PeerLink {self.name} {self._state}>"
+
+
+def _limit_for(raw: RTCDataChannel) -> int:
+    # A message sent without retransmissions is lost if any of its packets is: keep it to
+    # one packet. Channels that retransmit (even for a limited time) may carry more.
+    if raw.maxRetransmits == 0:
+        return MAX_DATAGRAM_BYTES
+    return MAX_RELIABLE_MESSAGE_BYTES

@@ -1,0 +1,430 @@
+"""HTTP signaling for :class:`PeerLink`: one POST carries the offer, its answer comes back.
+
+Protocol (no trickle ICE: aiortc gathers every candidate before it answers):
+
+``POST {url}/rtc/connect`` with JSON ``{"sdp": ..., "type": "offer", "token": ...}``
+
+- ``200`` ``{"sdp": ..., "type": "answer", ...server info}``
+- ``401``/``403`` ``{"error": <TokenError code>, "message": ..., ["grant": ...]}``: the
+  token was refused; the client raises the matching :class:`~netcode.auth.TokenError`.
+- ``400`` ``{"error": "bad_request" | "bad_sdp", "message": ...}``: malformed request.
+- ``413`` ``{"error": "request_too_large", ...}``: body over :data:`MAX_SIGNALING_BODY_BYTES`.
+
+The server answers, then waits for the link to open and hands it to ``on_peer``; a link
+that does not open within ``open_timeout_s`` is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import yarl
+from aiohttp import web
+from aiortc import RTCIceServer, RTCSessionDescription
+
+from netcode.auth import Claims, TokenError, token_error_from_code
+from netcode.transport.peerlink import (
+    DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+    ConnectError,
+    ConnectTimeout,
+    PeerLink,
+    loopback_candidates,
+    make_peer_connection,
+)
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "MAX_SIGNALING_BODY_BYTES",
+    "SIGNALING_PATH",
+    "AnswerInfo",
+    "Authorize",
+    "OnPeer",
+    "SignalingError",
+    "SignalingServer",
+    "connect_peer",
+]
+
+logger = logging.getLogger(__name__)
+
+SIGNALING_PATH = "/rtc/connect"
+
+#: Largest signaling request or response body. An offer with a few candidates is about
+#: 1 KB; a token under 1 KB.
+MAX_SIGNALING_BODY_BYTES = 64 * 1024
+
+#: Default limit for :func:`connect_peer`, from the offer to open channels.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+#: Checks a token and returns its claims, or raises a TokenError.
+Authorize = Callable[[str], Awaitable[Claims]]
+#: Receives each peer once its link is open.
+OnPeer = Callable[[PeerLink, Claims], Awaitable[None]]
+#: Extra fields for the answer, per peer (``sdp`` and ``type`` cannot be overridden).
+AnswerInfo = Callable[[Claims], Mapping[str, Any]]
+
+
+class SignalingError(ConnectError):
+    """The signaling server refused the request (other than a refused token)."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        #: HTTP status (0 if the response was not HTTP-level wrong)
+        self.status = status
+        #: the server's error code, e.g. ``bad_sdp``
+        self.code = code
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_NO_CANDIDATES = "ICE gathered no local candidates: no usable network interface"
+
+
+def _has_candidates(sdp: str) -> bool:
+    return "\na=candidate:" in sdp
+
+
+def _error(status: int, code: str, message: str, **extra: str) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parse_offer_untrusted(body: bytes) -> tuple[str, str]:
+    """(sdp, token) from a signaling request body; raises _BadRequest."""
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _BadRequest("bad_request", f"body is not JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise _BadRequest("bad_request", "body is not a JSON object")
+    sdp, kind, token = request.get("sdp"), request.get("type"), request.get("token")
+    if not isinstance(sdp, str) or not sdp:
+        raise _BadRequest("bad_request", "missing or non-string field 'sdp'")
+    if kind != "offer":
+        raise _BadRequest("bad_request", "field 'type' must be 'offer'")
+    if not isinstance(token, str) or not token:
+        raise _BadRequest("bad_request", "missing or non-string field 'token'")
+    return sdp, token
+
+
+class SignalingServer:
+    """Accepts peer connections over HTTP signaling and hands each open link to ``on_peer``.
+
+    ``authorize(token)`` checks the client's token (raise a TokenError to refuse);
+    ``on_peer(link, claims)`` runs as its own task once the link is open; when it returns the
+    link stays open (close it yourself, or let :meth:`stop` close it).
+    """
+
+    def __init__(
+        self,
+        authorize: Authorize,
+        on_peer: OnPeer,
+        *,
+        ice_servers: list[RTCIceServer] | None = None,
+        include_loopback: bool | None = None,
+        answer_info: AnswerInfo | None = None,
+        open_timeout_s: float = 15.0,
+        lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+    ) -> None:
+        """``include_loopback``: offer a 127.0.0.1 candidate; None (default) does so for
+        clients whose signaling request came over loopback."""
+        self._authorize = authorize
+        self._on_peer = on_peer
+        self._ice_servers = ice_servers
+        self._include_loopback = include_loopback
+        self._answer_info = answer_info
+        self._open_timeout_s = open_timeout_s
+        self._backlog_limit = lossy_backlog_limit_bytes
+        self._links: set[PeerLink] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._url = ""
+        self._peer_count = 0
+        self._stopping = False
+        #: the aiohttp application (add routes before :meth:`start` if you need more)
+        self.app = web.Application(client_max_size=MAX_SIGNALING_BODY_BYTES)
+        self.app.router.add_post(SIGNALING_PATH, self._handle_connect)
+
+    @property
+    def url(self) -> str:
+        """Base URL clients connect to, e.g. ``http://127.0.0.1:7880`` (after start)."""
+        if not self._url:
+            raise RuntimeError("SignalingServer is not started")
+        return self._url
+
+    @property
+    def links(self) -> frozenset[PeerLink]:
+        """Links currently connecting or open."""
+        return frozenset(self._links)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host``:``port`` (port 0: pick a free one; see :attr:`url`)."""
+        if self._runner is not None:
+            raise RuntimeError("SignalingServer already started")
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._url = f"http://{shown}:{bound_port}"
+        logger.info("signaling server listening on %s", self._url)
+
+    async def stop(self) -> None:
+        """Stop listening, cancel pending ``on_peer`` tasks and close every link."""
+        self._stopping = True
+        # Requests still in authorize() or gathering would hold up the runner's cleanup.
+        for request_task in list(self._requests):
+            request_task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in list(self._links)))
+        self._links.clear()
+
+    async def __aenter__(self) -> SignalingServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _handle_connect(self, request: web.Request) -> web.Response:
+        if self._stopping:
+            return _error(503, "unavailable", "server is stopping")
+        task = asyncio.current_task()
+        if task is not None:
+            self._requests.add(task)
+        try:
+            return await self._connect(request)
+        finally:
+            self._requests.discard(task)
+
+    async def _connect(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413, "request_too_large", f"body exceeds {MAX_SIGNALING_BODY_BYTES} bytes"
+            )
+        try:
+            sdp, token = _parse_offer_untrusted(body)
+        except _BadRequest as exc:
+            return _error(400, exc.code, str(exc))
+
+        try:
+            claims = await self._authorize(token)
+        except TokenError as exc:
+            extra = {"grant": str(exc.grant)} if hasattr(exc, "grant") else {}
+            logger.info("refused a token from %s: %s (%s)", request.remote, exc.code, exc)
+            return _error(exc.http_status, exc.code, str(exc), **extra)
+        except Exception:
+            logger.exception("authorize() raised")
+            return _error(500, "internal_error", "authorization failed")
+
+        self._peer_count += 1
+        pc = make_peer_connection(self._ice_servers)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:
+            # aiortc's SDP parser raises assorted exceptions (and asserts) on bad input.
+            await pc.close()
+            return _error(400, "bad_sdp", f"offer not accepted: {type(exc).__name__}")
+        except BaseException:
+            await pc.close()
+            raise
+        if pc.sctp is None:
+            await pc.close()
+            return _error(400, "bad_sdp", "offer has no data channel (application) section")
+        link = PeerLink(
+            pc,
+            name=f"server:{claims.identity}#{self._peer_count}",
+            lossy_backlog_limit_bytes=self._backlog_limit,
+        )
+        self._links.add(link)
+        link.on_state_change(lambda state: self._forget(link) if state == "closed" else None)
+        try:
+            include_loopback = self._include_loopback
+            if include_loopback is None:
+                include_loopback = _is_loopback_host(request.remote)
+            with loopback_candidates(include_loopback):
+                await pc.setLocalDescription(await pc.createAnswer())
+            if not _has_candidates(pc.localDescription.sdp):
+                logger.error("%s: %s", link.name, _NO_CANDIDATES)
+                await link.close()
+                return _error(503, "no_candidates", "server has no usable network address")
+            answer: dict[str, Any] = {}
+            if self._answer_info is not None:
+                answer.update(self._answer_info(claims))
+            answer.update(sdp=pc.localDescription.sdp, type=pc.localDescription.type)
+        except BaseException:
+            self._links.discard(link)
+            await link.close()
+            raise
+
+        task = asyncio.get_running_loop().create_task(self._run_peer(link, claims))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response(answer)
+
+    def _forget(self, link: PeerLink) -> None:
+        self._links.discard(link)
+
+    async def _run_peer(self, link: PeerLink, claims: Claims) -> None:
+        try:
+            await link.wait_open(self._open_timeout_s)
+        except ConnectError as exc:
+            logger.info("%s: did not open: %s", link.name, exc)
+            self._links.discard(link)
+            await link.close()
+            return
+        try:
+            await self._on_peer(link, claims)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: on_peer raised; closing the link", link.name)
+            await link.close()
+
+
+# --- client ---------------------------------------------------------------------------------
+
+
+async def _post_offer(url: str, payload: Mapping[str, str]) -> dict[str, Any]:
+    """POST the offer; return the answer object or raise the matching error."""
+    endpoint = url.rstrip("/") + SIGNALING_PATH
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(endpoint, json=payload) as response,
+        ):
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(16384):
+                body += chunk
+                if len(body) > MAX_SIGNALING_BODY_BYTES:
+                    raise SignalingError(
+                        f"signaling response from {endpoint} exceeds "
+                        f"{MAX_SIGNALING_BODY_BYTES} bytes",
+                        status=response.status,
+                    )
+            status = response.status
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(f"cannot reach signaling server {url}: {exc.os_error}") from None
+    except aiohttp.ClientError as exc:
+        raise ConnectError(f"signaling request to {endpoint} failed: {exc}") from None
+
+    try:
+        reply = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        reply = None
+    if not isinstance(reply, dict):
+        raise SignalingError(
+            f"signaling server {endpoint} answered HTTP {status} without a JSON object",
+            status=status,
+        )
+    if status != 200:
+        code = str(reply.get("error", ""))
+        message = str(reply.get("message", ""))[:500] or f"HTTP {status}"
+        if status in (401, 403):
+            raise token_error_from_code(code, message, grant=str(reply.get("grant", "")))
+        raise SignalingError(
+            f"signaling server refused the connection: HTTP {status} {code}: {message}",
+            status=status,
+            code=code,
+        )
+    if reply.get("type") != "answer" or not isinstance(reply.get("sdp"), str):
+        raise SignalingError(f"signaling server {endpoint} sent no SDP answer", status=status)
+    return reply
+
+
+async def connect_peer(
+    url: str,
+    token: str,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    ice_servers: list[RTCIceServer] | None = None,
+    include_loopback: bool | None = None,
+    lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+    name: str = "",
+) -> PeerLink:
+    """Connect to the signaling server at ``url`` (``http://host:port``) with ``token``.
+
+    Returns an open :class:`PeerLink` (its ``server_info`` holds the answer's extra fields).
+    Raises a :class:`~netcode.auth.TokenError` subclass if the token is refused,
+    :class:`ConnectError` if the server is unreachable or the connection fails,
+    :class:`SignalingError` if the server refuses otherwise, and :class:`ConnectTimeout`
+    after ``timeout`` seconds. ``include_loopback``: offer a 127.0.0.1 candidate; None
+    (default) does so when ``url``'s host is a loopback address or ``localhost``.
+    """
+    try:
+        host = yarl.URL(url).host
+    except ValueError as exc:
+        raise ConnectError(f"bad signaling URL {url!r}: {exc}") from None
+    if include_loopback is None:
+        include_loopback = _is_loopback_host(host)
+
+    started = time.perf_counter()
+    link = PeerLink(
+        make_peer_connection(ice_servers),
+        name=name or f"client->{host}",
+        lossy_backlog_limit_bytes=lossy_backlog_limit_bytes,
+    )
+    stage = "gathering candidates"
+    try:
+        async with asyncio.timeout(timeout):
+            pc = link.pc
+            with loopback_candidates(include_loopback):
+                await pc.setLocalDescription(await pc.createOffer())
+            offer = pc.localDescription
+            if not _has_candidates(offer.sdp):
+                raise ConnectError(
+                    _NO_CANDIDATES
+                    + " (pass include_loopback=True if the server runs on this machine)"
+                )
+            stage = "waiting for the signaling answer"
+            reply = await _post_offer(url, {"sdp": offer.sdp, "type": offer.type, "token": token})
+            stage = "connecting (ICE, DTLS, SCTP)"
+            try:
+                await pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=reply["sdp"], type="answer")
+                )
+            except Exception as exc:
+                raise SignalingError(f"server's SDP answer not accepted: {exc!r}") from None
+            link.server_info = {k: v for k, v in reply.items() if k not in ("sdp", "type")}
+            await link.wait_open()
+    except TimeoutError:
+        await link.close()
+        raise ConnectTimeout(f"no connection to {url} within {timeout} s ({stage})") from None
+    except BaseException:
+        await link.close()
+        raise
+    logger.debug("%s: open in %.1f ms", link.name, (time.perf_counter() - started) * 1e3)
+    return link

@@ -13,6 +13,7 @@ import sys
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("netcode_tools.bench_codec", "datagram header and frame encode/decode speed"),
+    "transport": ("netcode_tools.bench_transport", "WebRTC connect time and one-way latency"),
 }
 
 

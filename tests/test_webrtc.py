@@ -29,8 +29,10 @@ from netcode.auth import (
     UnknownApiKey,
     WrongRoom,
 )
+from netcode.transport.signaling import _is_loopback_host
 from netcode.transport.webrtc import (
     DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+    MAX_EXTRA_CHANNELS,
     MAX_RELIABLE_MESSAGE_BYTES,
     MAX_SIGNALING_BODY_BYTES,
     SIGNALING_PATH,
@@ -269,6 +271,23 @@ async def test_extra_channel_from_client_delivers(
     assert remote.max_packet_life_time == options.get("max_packet_life_time")
 
 
+async def test_peer_opening_too_many_channels_is_bounded(
+    server: EchoServer, link: PeerLink
+) -> None:
+    await eventually(lambda: len(server.peers) == 1)
+    server_link = server.peers[0][0]
+    channels = [link.create_channel(f"c{i}") for i in range(MAX_EXTRA_CHANNELS + 3)]
+    await eventually(lambda: sum(c.ready_state == "closed" for c in channels) == 3)
+    assert len(server_link.channels) == 2 + MAX_EXTRA_CHANNELS
+    # Closing channels frees room for new ones.
+    for channel in channels[:5]:
+        channel.close()
+    await eventually(lambda: len(server_link.channels) == 2 + MAX_EXTRA_CHANNELS - 5)
+    extra = link.create_channel("later")
+    await asyncio.wait_for(extra.wait_open(), 5)
+    extra.send("still works")
+
+
 async def test_extra_channel_from_server_reaches_client_handler(
     server: EchoServer, link: PeerLink
 ) -> None:
@@ -504,8 +523,26 @@ async def test_without_loopback_candidates_fails_fast_and_clearly(server: EchoSe
         await connect_peer(server.url, token(), include_loopback=False)
 
 
-async def test_no_loopback_candidate_for_non_loopback_urls(link: PeerLink) -> None:
-    # The loopback candidate is offered only where it can work (the URL was 127.0.0.1 here).
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.5", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("192.0.2.2", False),
+        ("fd00::2", False),
+        ("game.example.com", False),
+        (None, False),
+    ],
+)
+def test_loopback_candidates_only_for_loopback_hosts(host: str | None, loopback: bool) -> None:
+    # A remote peer cannot reach our 127.0.0.1: offering it would only waste checks.
+    assert _is_loopback_host(host) is loopback
+
+
+async def test_loopback_hook_leaves_other_connections_alone(link: PeerLink) -> None:
     assert "127.0.0.1" in link.pc.localDescription.sdp
     assert "127.0.0.1" in link.pc.remoteDescription.sdp
     from aiortc import RTCPeerConnection

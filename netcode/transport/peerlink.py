@@ -406,7 +406,7 @@ class PeerLink:
         #: set once the link is closed, whichever end closed it
         self.closed = asyncio.Event()
         self._channels: list[DataChannel] = []
-        self._remote_channels = 0
+        self._remote_channels: set[DataChannel] = set()
         self._channel_handler: ChannelHandler | None = None
         self._pending_channels: list[DataChannel] = []
         self._state_handlers: list[StateHandler] = []
@@ -596,15 +596,16 @@ class PeerLink:
             self._schedule_close()
         elif channel in self._channels:
             self._channels.remove(channel)
+            self._remote_channels.discard(channel)
 
     def _on_datachannel(self, raw: RTCDataChannel) -> None:
         # A peer-opened channel: the peer chose its settings, so bound how many it may open.
-        if self._remote_channels >= MAX_EXTRA_CHANNELS:
+        if len(self._remote_channels) >= MAX_EXTRA_CHANNELS:
             logger.warning("%s: peer opened too many channels; closing %r", self.name, raw.label)
             raw.close()
             return
-        self._remote_channels += 1
         channel = self._wrap(raw, max_message_bytes=_limit_for(raw))
+        self._remote_channels.add(channel)
         if self._channel_handler is not None:
             self._deliver_channel(self._channel_handler, channel)
         else:

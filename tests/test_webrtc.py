@@ -391,6 +391,12 @@ async def test_unreachable_server_gives_connect_error() -> None:
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:7880", "ws://127.0.0.1:7880", "http://"])
+async def test_bad_url_gives_connect_error(url: str) -> None:
+    with pytest.raises(ConnectError, match="bad signaling URL"):
+        await connect_peer(url, token())
+
+
 async def test_slow_server_gives_connect_timeout(
     make_server: Callable[..., Awaitable[EchoServer]],
 ) -> None:

@@ -23,9 +23,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
-import yarl
 from aiohttp import web
 from aiortc import RTCIceServer, RTCSessionDescription
 
@@ -385,9 +385,12 @@ async def connect_peer(
     (default) does so when ``url``'s host is a loopback address or ``localhost``.
     """
     try:
-        host = yarl.URL(url).host
+        parts = urlsplit(url)
+        host = parts.hostname
     except ValueError as exc:
         raise ConnectError(f"bad signaling URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConnectError(f"bad signaling URL {url!r}: expected http(s)://host:port")
     if include_loopback is None:
         include_loopback = _is_loopback_host(host)
 

@@ -247,10 +247,14 @@ class SnapshotEncoder:
                 self._check_fits(store.schema)
                 self._views[type_id] = _TypeView(store, self.history_depth)
         cands: list[_Candidates] = []
+        # all removals first: an id may move from one type to another within a tick
+        inside = []
         for type_id in sorted(self._views):
             tv = self._views[type_id]
             tv.grow()
-            self._sync(tv)
+            inside.append(self._sync_gone(tv))
+        for type_id, ins in zip(sorted(self._views), inside, strict=True):
+            self._sync_new(self._views[type_id], ins)
         removals = self._due_removals(tick)
         base_ticks: list[I64] = []
         rows_per_type: list[tuple[_TypeView, I64, Bools]] = []
@@ -315,8 +319,8 @@ class SnapshotEncoder:
             if tick - last >= self.resend_ticks
         )
 
-    def _sync(self, tv: _TypeView) -> None:
-        """Start and end visibility of rows, queueing removals."""
+    def _sync_gone(self, tv: _TypeView) -> Bools:
+        """End the visibility of rows that left (queueing removals); returns the rows inside."""
         store = tv.store
         inside = (
             store.alive if self.view.interest is None else store.alive & self.view.interest(store)
@@ -330,6 +334,11 @@ class SnapshotEncoder:
                 self._removals[eid] = (self._removal_serial, -(1 << 40))
                 self._removal_pending[eid] = True
             tv.forget(rows)
+        return inside
+
+    def _sync_new(self, tv: _TypeView, inside: Bools) -> None:
+        """Start the visibility of rows that entered, unless their id's removal is pending."""
+        store = tv.store
         new = inside & (tv.state == _NONE)
         if new.any():
             rows = np.flatnonzero(new)
@@ -583,14 +592,14 @@ class SnapshotEncoder:
                     if not cur_secs and not cur_rem:
                         raise RuntimeError("a record does not fit an empty part")
                     parts.append((cur_rem, cur_secs))
-                    cur_rem, cur_secs, used = [], [], 0
+                    cur_rem, cur_secs, used = [], [], 1  # 1: an empty removals count
                     continue
                 cur_secs.append((c, order[i : i + j], k))
                 used += hdr + int(first_extra[i]) + int(csum[i + j - 1]) - before
                 i += j
                 if i < n:
                     parts.append((cur_rem, cur_secs))
-                    cur_rem, cur_secs, used = [], [], 0
+                    cur_rem, cur_secs, used = [], [], 1  # 1: an empty removals count
         if cur_secs or cur_rem or (not parts and self.send_empty):
             parts.append((cur_rem, cur_secs))
         out: list[SnapshotPart] = []

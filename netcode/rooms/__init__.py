@@ -1,1 +1,36 @@
-"""netcode.rooms"""
+"""Rooms: the LiveKit/Twilio-style API (client) and the room server that relays it."""
+
+from netcode.rooms.client import (
+    MAX_LOSSY_PAYLOAD_BYTES,
+    MAX_RELIABLE_PAYLOAD_BYTES,
+    ConnectionState,
+    DataPacket,
+    DataPacketKind,
+    DisconnectedError,
+    LocalDataTrack,
+    LocalParticipant,
+    RemoteDataTrack,
+    RemoteParticipant,
+    Room,
+    TrackRefused,
+)
+from netcode.rooms.server import RoomHost, RoomServer, ServerParticipant, ServerRoom
+
+__all__ = [
+    "MAX_LOSSY_PAYLOAD_BYTES",
+    "MAX_RELIABLE_PAYLOAD_BYTES",
+    "ConnectionState",
+    "DataPacket",
+    "DataPacketKind",
+    "DisconnectedError",
+    "LocalDataTrack",
+    "LocalParticipant",
+    "RemoteDataTrack",
+    "RemoteParticipant",
+    "Room",
+    "RoomHost",
+    "RoomServer",
+    "ServerParticipant",
+    "ServerRoom",
+    "TrackRefused",
+]

@@ -1,0 +1,722 @@
+"""The client side of rooms: Room, participants, data packets and data tracks.
+
+The API follows LiveKit's Python SDK (``Room``, ``LocalParticipant.publish_data``,
+``@room.on("data_received")``) and Twilio's DataTrack guide (``LocalDataTrack`` with
+``ordered`` / ``max_packet_life_time`` / ``max_retransmits``, ``RemoteDataTrack`` emitting
+``"message"``)::
+
+    room = Room()
+
+    @room.on("data_received")
+    def on_data(packet: DataPacket) -> None:
+        print(packet.participant.identity, packet.topic, packet.data)
+
+    await room.connect(url, token)
+    await room.local_participant.publish_data("hello", reliable=True, topic="chat")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from netcode.auth import token_error_from_code
+from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
+from netcode.core.stats import ConnectionStats
+from netcode.errors import NetcodeError, ProtocolError
+from netcode.rooms.emitter import EventEmitter
+from netcode.rooms.protocol import (
+    MAX_TRACK_NAME_CHARS,
+    Kind,
+    decode_lossy_down_untrusted,
+    decode_message_untrusted,
+    encode_lossy_up,
+    encode_message,
+    track_options,
+)
+from netcode.rooms.topics import IncomingTopics, OutgoingTopics, check_topic
+from netcode.transport.connection import DatagramConnection
+from netcode.transport.webrtc import (
+    ChannelNotOpen,
+    ConnectError,
+    DataChannel,
+    PeerLink,
+    connect_peer,
+)
+from netcode.wire import FrameType
+
+__all__ = [
+    "MAX_LOSSY_PAYLOAD_BYTES",
+    "MAX_RELIABLE_PAYLOAD_BYTES",
+    "ConnectionState",
+    "DataPacket",
+    "DataPacketKind",
+    "DisconnectedError",
+    "LocalDataTrack",
+    "LocalParticipant",
+    "RemoteDataTrack",
+    "RemoteParticipant",
+    "Room",
+    "TrackRefused",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest reliable ``publish_data`` payload: LiveKit's 15 KiB (the rest of the 16 KiB
+#: message is room for our headers).
+MAX_RELIABLE_PAYLOAD_BYTES = 15 * 1024
+
+#: Largest lossy ``publish_data`` payload. Up to about 1140 bytes a lossy packet is one
+#: datagram; above, the core splits it into fragments (at most 8), lost whole if any one is
+#: lost (as LiveKit warns). 8 KiB leaves room for the topic name and destinations.
+MAX_LOSSY_PAYLOAD_BYTES = 8 * 1024
+assert EndpointConfig().max_message_bytes >= MAX_LOSSY_PAYLOAD_BYTES + 2 + 1 + 256 + 1 + 2 * 255
+
+
+class DataPacketKind(enum.Enum):
+    RELIABLE = "reliable"
+    LOSSY = "lossy"
+
+
+class ConnectionState(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+class DisconnectedError(NetcodeError):
+    """The room is not connected."""
+
+
+class TrackRefused(NetcodeError):
+    """The server refused to publish a data track (the message says why)."""
+
+
+@attrs.define(eq=False)
+class RemoteParticipant:
+    """Another participant of the room."""
+
+    sid: str
+    identity: str
+    name: str
+    metadata: str
+    pid: int = attrs.field(repr=False)
+    #: the participant's published data tracks, by name
+    tracks: dict[str, RemoteDataTrack] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.frozen
+class DataPacket:
+    """A data packet received in a room."""
+
+    data: bytes | str  #: the payload, as the sender gave it (str stays str)
+    participant: RemoteParticipant | None  #: the sender (None: the server itself)
+    topic: str  #: the sender's topic ("" if none)
+    kind: DataPacketKind  #: RELIABLE or LOSSY
+
+
+class LocalDataTrack:
+    """A data track this client can publish (Twilio's DataTrack, in a LiveKit room).
+
+    ``ordered=False`` lets messages overtake each other; ``max_packet_life_time`` (ms) or
+    ``max_retransmits`` (at most one of them, integers in 0..65535) make delivery partial.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ordered: bool = True,
+        max_packet_life_time: int | None = None,
+        max_retransmits: int | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name or len(name) > MAX_TRACK_NAME_CHARS:
+            raise ValueError(f"track name must be 1 to {MAX_TRACK_NAME_CHARS} characters")
+        if max_packet_life_time is not None and max_retransmits is not None:
+            raise ValueError("max_packet_life_time and max_retransmits are mutually exclusive")
+        for label, value in (
+            ("max_packet_life_time", max_packet_life_time),
+            ("max_retransmits", max_retransmits),
+        ):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535
+            ):
+                raise ValueError(f"{label} must be an integer in 0..65535, not {value!r}")
+        self.name = name
+        self.ordered = ordered
+        self.max_packet_life_time = max_packet_life_time
+        self.max_retransmits = max_retransmits
+        self.sid: int | None = None
+        self._channel: DataChannel | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.max_packet_life_time is None and self.max_retransmits is None
+
+    @property
+    def is_published(self) -> bool:
+        return self._channel is not None
+
+    def send(self, data: bytes | str) -> bool:
+        """Send a message to every subscriber (str arrives as str, bytes as bytes).
+
+        Returns False if an unreliable message was dropped because the link is backed up.
+        Raises ValueError over the size limit and DisconnectedError if not published.
+        """
+        if self._channel is None:
+            raise DisconnectedError(f"track {self.name!r} is not published")
+        try:
+            return self._channel.send(data)
+        except ChannelNotOpen as exc:
+            raise DisconnectedError(str(exc)) from None
+
+    def __repr__(self) -> str:
+        return f"LocalDataTrack({self.name!r}, sid={self.sid})"
+
+
+class RemoteDataTrack(EventEmitter):
+    """A data track another participant published; emits ``"message"`` (str or bytes)."""
+
+    EVENTS = frozenset({"message"})
+
+    def __init__(
+        self,
+        sid: int,
+        name: str,
+        participant: RemoteParticipant,
+        ordered: bool,
+        max_packet_life_time: int | None,
+        max_retransmits: int | None,
+    ) -> None:
+        super().__init__()
+        self.sid = sid
+        self.name = name
+        self.participant = participant
+        self.ordered = ordered
+        self.max_packet_life_time = max_packet_life_time
+        self.max_retransmits = max_retransmits
+        self.channel: DataChannel | None = None
+
+    @property
+    def is_subscribed(self) -> bool:
+        return self.channel is not None
+
+    def __repr__(self) -> str:
+        return f"RemoteDataTrack({self.name!r}, from {self.participant.identity!r})"
+
+
+class LocalParticipant:
+    """This client, in the room."""
+
+    def __init__(self, room: Room) -> None:
+        self._room = room
+        self.sid = ""
+        self.identity = ""
+        self.name = ""
+        self.metadata = ""
+        self.pid = 0
+        #: published tracks, by name
+        self.tracks: dict[str, LocalDataTrack] = {}
+        self._track_requests = itertools.count(1)
+        self._pending_tracks: dict[int, asyncio.Future[int]] = {}
+
+    async def publish_data(
+        self,
+        payload: bytes | str,
+        *,
+        reliable: bool = True,
+        destination_identities: Iterable[str] = (),
+        topic: str = "",
+    ) -> None:
+        """Send a data packet to the room, or to the participants named.
+
+        Reliable packets (at most 15 KiB) arrive complete and in order; lossy ones (one
+        datagram, or up to MAX_LOSSY_PAYLOAD_BYTES in fragments lost whole if one is lost)
+        arrive fast or not at all. str arrives as str, bytes as bytes.
+        """
+        self._room.publish_data(payload, reliable, destination_identities, check_topic(topic))
+
+    async def publish_track(self, track: LocalDataTrack, *, timeout: float = 10.0) -> None:
+        """Publish a data track; raises TrackRefused if the server refuses it."""
+        if track.name in self.tracks:
+            raise TrackRefused(f"a track named {track.name!r} is already published")
+        room = self._room
+        link = room._require_link()
+        request_id = next(self._track_requests) & 0xFFFF
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending_tracks[request_id] = future
+        room._send(
+            Kind.PUBLISH_TRACK,
+            request_id=request_id,
+            name=track.name,
+            options=track_options(track.ordered, track.max_packet_life_time, track.max_retransmits),
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                sid = await future
+        finally:
+            self._pending_tracks.pop(request_id, None)
+        track.sid = sid
+        track._channel = link.create_channel(
+            f"track/{sid}",
+            ordered=track.ordered,
+            max_packet_life_time=track.max_packet_life_time,
+            max_retransmits=track.max_retransmits,
+        )
+        await track._channel.wait_open()
+        self.tracks[track.name] = track
+
+    async def unpublish_track(self, track: LocalDataTrack) -> None:
+        """Stop publishing a data track."""
+        if self.tracks.get(track.name) is not track or track.sid is None:
+            raise ValueError(f"track {track.name!r} is not published")
+        del self.tracks[track.name]
+        self._room._send(Kind.TRACK_UNPUBLISHED, pid=0, sid=track.sid)
+        if track._channel is not None:
+            track._channel.close()
+        track._channel = None
+
+    def _track_answer(self, request_id: int, sid: int | None, reason: str = "") -> None:
+        future = self._pending_tracks.get(request_id)
+        if future is None or future.done():
+            return
+        if sid is None:
+            future.set_exception(TrackRefused(reason))
+        else:
+            future.set_result(sid)
+
+
+class Room(EventEmitter):
+    """A room on a netcode server, as one client sees it.
+
+    Events (``@room.on(name)``): ``participant_connected(RemoteParticipant)``,
+    ``participant_disconnected(RemoteParticipant)``, ``data_received(DataPacket)``,
+    ``track_published(RemoteDataTrack, RemoteParticipant)``, ``track_unpublished(...)``,
+    ``track_subscribed(RemoteDataTrack, RemoteParticipant)``, ``track_unsubscribed(...)``,
+    ``connection_state_changed(ConnectionState)``, ``disconnected(reason: str)``.
+    """
+
+    EVENTS = frozenset(
+        {
+            "participant_connected",
+            "participant_disconnected",
+            "data_received",
+            "track_published",
+            "track_unpublished",
+            "track_subscribed",
+            "track_unsubscribed",
+            "connection_state_changed",
+            "disconnected",
+        }
+    )
+
+    def __init__(self, *, endpoint_config: EndpointConfig | None = None) -> None:
+        super().__init__()
+        self.name = ""
+        self.local_participant = LocalParticipant(self)
+        #: other participants, by identity
+        self.remote_participants: dict[str, RemoteParticipant] = {}
+        self.connection_state = ConnectionState.DISCONNECTED
+        self.endpoint_config = endpoint_config
+        self.link: PeerLink | None = None
+        self.connection: DatagramConnection | None = None
+        #: handlers of frames of the higher layers, by frame type
+        self.frame_handlers: dict[int, Callable[[bytes], None]] = {}
+        #: handlers of EXTENSION messages, by channel: (sender pid, body)
+        self.extension_handlers: dict[int, Callable[[int, bytes], None]] = {}
+        #: malformed messages and frames received from the server
+        self.protocol_errors = 0
+        self._by_pid: dict[int, RemoteParticipant] = {}
+        self._topics_out = OutgoingTopics()
+        self._topics_in = IncomingTopics()
+        self._joined: asyncio.Future[None] | None = None
+        self._tracks: dict[int, RemoteDataTrack] = {}
+        self._orphan_channels: dict[int, DataChannel] = {}
+        self._subscriptions: list[str] | None = None
+        self._disconnect_reason = ""
+        self._watch_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    async def connect(
+        self,
+        url: str,
+        token: str,
+        *,
+        topics: Iterable[str] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Join the room the token names; ``topics`` limits what the server forwards.
+
+        Raises a TokenError subclass if the token is refused, ConnectError if the server
+        cannot be reached or the connection fails.
+        """
+        if self.connection_state is not ConnectionState.DISCONNECTED:
+            raise NetcodeError(f"room is {self.connection_state.value}")
+        self._set_state(ConnectionState.CONNECTING)
+        try:
+            async with asyncio.timeout(timeout):
+                self.link = link = await connect_peer(url, token, timeout=timeout)
+                self._joined = asyncio.get_running_loop().create_future()
+                self.connection = DatagramConnection(
+                    link,
+                    self._on_event,
+                    config=self.endpoint_config,
+                    name=link.name,
+                    on_malformed=self._protocol_error,
+                )
+                link.on_channel(self._on_channel)
+                link.on_reliable(self._on_reliable)
+                link.on_state_change(self._on_link_state)
+                if topics is not None:
+                    self._subscriptions = [check_topic(t) for t in topics]
+                    self._send(Kind.SUBSCRIBE, all=False, topics=self._subscriptions)
+                await self._joined
+        except BaseException as exc:
+            await self._teardown()
+            self._set_state(ConnectionState.DISCONNECTED)
+            if isinstance(exc, TimeoutError) and not isinstance(exc, NetcodeError):
+                raise ConnectError(f"no answer from {url} within {timeout} s") from None
+            raise
+        self._set_state(ConnectionState.CONNECTED)
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch_link(link))
+
+    async def disconnect(self) -> None:
+        """Leave the room."""
+        if self.connection_state is ConnectionState.DISCONNECTED:
+            return
+        self._disconnect_reason = self._disconnect_reason or "client disconnected"
+        await self._teardown()
+        self._finish_disconnect()
+
+    def isconnected(self) -> bool:
+        return self.connection_state is ConnectionState.CONNECTED
+
+    async def set_subscriptions(self, topics: Iterable[str] | None) -> None:
+        """Receive only these topics (None: all). Untopiced packets always arrive."""
+        self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
+        self._send(Kind.SUBSCRIBE, all=topics is None, topics=self._subscriptions or [])
+
+    def stats(self) -> ConnectionStats:
+        """Statistics of the lossy channel (RTT, loss, bytes)."""
+        if self.connection is None:
+            raise DisconnectedError("room is not connected")
+        return self.connection.endpoint.stats()
+
+    def participant_by_pid(self, pid: int) -> RemoteParticipant | None:
+        return self._by_pid.get(pid)
+
+    # ------------------------------------------------------------------ sending
+
+    def _require_link(self) -> PeerLink:
+        if self.link is None or self.connection_state is not ConnectionState.CONNECTED:
+            raise DisconnectedError("room is not connected")
+        return self.link
+
+    def _send(self, kind: Kind, **fields: Any) -> None:
+        link = self.link
+        if link is None:
+            raise DisconnectedError("room is not connected")
+        try:
+            link.send_reliable(encode_message(kind, **fields))
+        except ChannelNotOpen as exc:
+            raise DisconnectedError(str(exc)) from None
+
+    def send_extension(self, channel: int, body: bytes) -> None:
+        """Send an EXTENSION message (used by the events, RPC and streams layers)."""
+        self._send(Kind.EXTENSION, channel=channel, pid=0, body=body)
+
+    def send_frame(self, frame_type: int, payload: bytes, **options: Any) -> None:
+        """Send a frame of a higher layer on the lossy channel (see Endpoint.send_frame)."""
+        self._require_link()
+        assert self.connection is not None
+        self.connection.send_frame(frame_type, payload, **options)
+
+    def publish_data(
+        self,
+        payload: bytes | str,
+        reliable: bool,
+        destination_identities: Iterable[str],
+        topic: str,
+    ) -> None:
+        self._require_link()
+        text = isinstance(payload, str)
+        if isinstance(payload, str):
+            data = payload.encode()
+        elif isinstance(payload, bytes | bytearray | memoryview):
+            data = bytes(payload)
+        else:
+            raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
+        destinations = []
+        for identity in destination_identities:
+            participant = self.remote_participants.get(identity)
+            if participant is not None:
+                destinations.append(participant.pid)
+            # an identity not in the room receives nothing, as in LiveKit
+        if list(destination_identities) and not destinations:
+            return
+        if reliable:
+            if len(data) > MAX_RELIABLE_PAYLOAD_BYTES:
+                raise ValueError(
+                    f"reliable payload of {len(data)} bytes exceeds the limit of "
+                    f"{MAX_RELIABLE_PAYLOAD_BYTES} bytes (15 KiB); send larger data as a stream"
+                )
+            topic_id, new = self._topics_out.bind(topic)
+            if new:
+                self._send(Kind.TOPIC, topic_id=topic_id, name=topic)
+            self._send(
+                Kind.DATA,
+                pid=0,
+                topic_id=topic_id,
+                text=text,
+                destinations=destinations,
+                payload=data,
+            )
+            return
+        if len(data) > MAX_LOSSY_PAYLOAD_BYTES:
+            raise ValueError(
+                f"lossy payload of {len(data)} bytes exceeds the limit of "
+                f"{MAX_LOSSY_PAYLOAD_BYTES} bytes; use reliable=True or a stream"
+            )
+        topic_id, inline = self._topics_out.lossy_ref(topic)
+        frame = encode_lossy_up(topic_id, inline, text, destinations, data)
+        on_delivery = None
+        if inline is not None:
+            topics = self._topics_out
+
+            def on_delivery(result: Delivery, topic_id: int = topic_id) -> None:
+                if result is Delivery.ACKED:
+                    topics.confirm(topic_id)
+
+        assert self.connection is not None
+        self.connection.send_frame(FrameType.DATA, frame, on_delivery=on_delivery)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _protocol_error(self, what: str = "malformed datagram") -> None:
+        self.protocol_errors += 1
+        logger.warning("malformed message from the server: %s", what)
+
+    def _on_reliable(self, data: bytes | str) -> None:
+        try:
+            kind, body = decode_message_untrusted(data)
+            handler = _SERVER_MESSAGES.get(kind)
+            if handler is None:
+                raise ProtocolError(f"{kind.name} is not a server message")
+            handler(self, body)
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))
+
+    def _on_event(self, event: Event) -> None:
+        if not isinstance(event, FrameReceived):
+            return
+        try:
+            if event.frame_type == FrameType.DATA:
+                pid, topic_id, inline, text, payload = decode_lossy_down_untrusted(event.payload)
+                topic = self._topics_in.resolve(topic_id, inline)
+                self._deliver(pid, topic, text, payload, DataPacketKind.LOSSY)
+            else:
+                handler = self.frame_handlers.get(event.frame_type)
+                if handler is not None:
+                    handler(event.payload)
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))
+
+    def _deliver(
+        self, pid: int, topic: str, text: bool, payload: bytes, kind: DataPacketKind
+    ) -> None:
+        participant = self._by_pid.get(pid)
+        if pid and participant is None:
+            return  # from someone who already left
+        if text:
+            try:
+                data: bytes | str = payload.decode()
+            except UnicodeDecodeError:
+                raise ProtocolError("text payload is not UTF-8") from None
+        else:
+            data = payload
+        self.emit("data_received", DataPacket(data, participant, topic, kind))
+
+    def _add_participant(self, wire: Any) -> RemoteParticipant:
+        participant = RemoteParticipant(
+            sid=f"PA_{wire.pid}",
+            identity=wire.identity,
+            name=wire.name,
+            metadata=wire.metadata,
+            pid=wire.pid,
+        )
+        self._by_pid[wire.pid] = participant
+        self.remote_participants[wire.identity] = participant
+        return participant
+
+    def _on_joined(self, body: Any) -> None:
+        local = self.local_participant
+        local.pid = body.pid
+        local.sid = f"PA_{body.pid}"
+        info = self.link.server_info if self.link is not None else {}
+        local.identity = str(info.get("identity", ""))
+        self.name = body.room
+        for wire in body.participants:
+            self._add_participant(wire)
+        for wire in body.tracks:
+            self._on_track_published(wire, emit=False)
+        if self._joined is not None and not self._joined.done():
+            self._joined.set_result(None)
+
+    def _on_participant_joined(self, body: Any) -> None:
+        self.emit("participant_connected", self._add_participant(body))
+
+    def _on_participant_left(self, body: Any) -> None:
+        participant = self._by_pid.pop(body.pid, None)
+        if participant is None:
+            return
+        self.remote_participants.pop(participant.identity, None)
+        for track in list(participant.tracks.values()):
+            self._drop_track(track)
+        self.emit("participant_disconnected", participant)
+
+    def _on_topic(self, body: Any) -> None:
+        self._topics_in.learn(body.topic_id, body.name)
+
+    def _on_data(self, body: Any) -> None:
+        topic = self._topics_in.resolve(body.topic_id)
+        self._deliver(body.pid, topic, body.text, body.payload, DataPacketKind.RELIABLE)
+
+    def _on_track_accepted(self, body: Any) -> None:
+        self.local_participant._track_answer(body.request_id, body.sid)
+
+    def _on_track_refused(self, body: Any) -> None:
+        self.local_participant._track_answer(body.request_id, None, body.reason)
+
+    def _on_track_published(self, body: Any, emit: bool = True) -> None:
+        participant = self._by_pid.get(body.pid)
+        if participant is None:
+            raise ProtocolError(f"track of unknown participant {body.pid}")
+        options = body.options
+        track = RemoteDataTrack(
+            body.sid,
+            body.name,
+            participant,
+            options.ordered,
+            options.max_packet_life_time,
+            options.max_retransmits,
+        )
+        self._tracks[body.sid] = track
+        participant.tracks[track.name] = track
+        self.emit("track_published", track, participant)
+        channel = self._orphan_channels.pop(body.sid, None)
+        if channel is not None:
+            self._bind_track(track, channel)
+
+    def _on_track_unpublished(self, body: Any) -> None:
+        track = self._tracks.get(body.sid)
+        if track is not None:
+            self._drop_track(track)
+
+    def _drop_track(self, track: RemoteDataTrack) -> None:
+        self._tracks.pop(track.sid, None)
+        track.participant.tracks.pop(track.name, None)
+        if track.channel is not None:
+            track.channel.close()
+            track.channel = None
+            self.emit("track_unsubscribed", track, track.participant)
+        self.emit("track_unpublished", track, track.participant)
+
+    def _on_channel(self, channel: DataChannel) -> None:
+        prefix, _, sid_text = channel.label.partition("/")
+        if prefix != "track" or not sid_text.isdigit():
+            channel.close()
+            self._protocol_error(f"unexpected channel {channel.label!r}")
+            return
+        sid = int(sid_text)
+        track = self._tracks.get(sid)
+        if track is None:
+            # The channel overtook its TRACK_PUBLISHED message: keep it until that arrives.
+            if len(self._orphan_channels) >= 64:
+                channel.close()
+                return
+            self._orphan_channels[sid] = channel
+            return
+        self._bind_track(track, channel)
+
+    def _bind_track(self, track: RemoteDataTrack, channel: DataChannel) -> None:
+        track.channel = channel
+        channel.set_handler(lambda message: track.emit("message", message))
+        self.emit("track_subscribed", track, track.participant)
+
+    def _on_error(self, body: Any) -> None:
+        logger.warning("server says %s: %s", body.code, body.message)
+        self._disconnect_reason = f"{body.code}: {body.message}"
+        if self._joined is not None and not self._joined.done():
+            try:
+                error: Exception = token_error_from_code(body.code, body.message)
+            except Exception:
+                error = ConnectError(f"{body.code}: {body.message}")
+            self._joined.set_exception(error)
+
+    def _on_extension(self, body: Any) -> None:
+        handler = self.extension_handlers.get(body.channel)
+        if handler is not None:
+            handler(body.pid, bytes(body.body))
+
+    def _on_link_state(self, state: str) -> None:
+        if state in ("failed", "closed") and self._joined is not None and not self._joined.done():
+            self._joined.set_exception(ConnectError(f"connection {state} before joining"))
+
+    async def _watch_link(self, link: PeerLink) -> None:
+        await link.wait_closed()
+        if self.link is link:
+            self._disconnect_reason = self._disconnect_reason or "connection closed"
+            await self._teardown()
+            self._finish_disconnect()
+
+    async def _teardown(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        link, self.link = self.link, None
+        if link is not None:
+            await link.close()
+
+    def _finish_disconnect(self) -> None:
+        for participant in list(self._by_pid.values()):
+            for remote in list(participant.tracks.values()):
+                self._drop_track(remote)
+        self._by_pid.clear()
+        self.remote_participants.clear()
+        self._orphan_channels.clear()
+        for local in self.local_participant.tracks.values():
+            local._channel = None
+        self.local_participant.tracks.clear()
+        self._topics_in = IncomingTopics()
+        self._topics_out = OutgoingTopics()
+        self._set_state(ConnectionState.DISCONNECTED)
+        reason, self._disconnect_reason = self._disconnect_reason, ""
+        self.emit("disconnected", reason)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is not self.connection_state:
+            logger.info("room %r: %s -> %s", self.name, self.connection_state.value, state.value)
+            self.connection_state = state
+            self.emit("connection_state_changed", state)
+
+
+_SERVER_MESSAGES: dict[Kind, Callable[[Room, Any], None]] = {
+    Kind.JOINED: Room._on_joined,
+    Kind.PARTICIPANT_JOINED: Room._on_participant_joined,
+    Kind.PARTICIPANT_LEFT: Room._on_participant_left,
+    Kind.TOPIC: Room._on_topic,
+    Kind.DATA: Room._on_data,
+    Kind.TRACK_ACCEPTED: Room._on_track_accepted,
+    Kind.TRACK_REFUSED: Room._on_track_refused,
+    Kind.TRACK_PUBLISHED: Room._on_track_published,
+    Kind.TRACK_UNPUBLISHED: Room._on_track_unpublished,
+    Kind.ERROR: Room._on_error,
+    Kind.EXTENSION: Room._on_extension,
+}

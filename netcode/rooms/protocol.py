@@ -1,0 +1,288 @@
+"""Messages of the rooms layer: the reliable channel's control messages and lossy DATA frames.
+
+Every message on the ``reliable`` data channel is one ``MESSAGE``: a kind byte and its body.
+Lossy ``publish_data`` payloads ride netcode datagrams as ``FrameType.DATA`` frames whose
+payload is ``LOSSY_DATA_UP`` (client to server) or ``LOSSY_DATA_DOWN`` (server to client).
+
+Participants are named on the wire by a small per-room number (``pid``), topics by a small
+per-connection, per-direction number (``topic_id``, 0 meaning no topic): a topic's name
+crosses the wire once, in a ``TOPIC`` message, before the first message that uses its id.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any
+
+from construct import (
+    Byte,
+    ConstructError,
+    Flag,
+    GreedyBytes,
+    If,
+    Int16ub,
+    PascalString,
+    PrefixedArray,
+    Struct,
+    Switch,
+    Terminated,
+    VarInt,
+    this,
+)
+
+from netcode.errors import ProtocolError
+
+__all__ = [
+    "FLAG_TEXT",
+    "FLAG_TOPIC_NAME",
+    "LOSSY_DOWN",
+    "LOSSY_UP",
+    "MAX_IDENTITY_CHARS",
+    "MAX_TOPIC_CHARS",
+    "MAX_TRACK_NAME_CHARS",
+    "MESSAGE",
+    "Kind",
+    "decode_lossy_down_untrusted",
+    "decode_lossy_up_untrusted",
+    "decode_message_untrusted",
+    "encode_lossy_down",
+    "encode_lossy_up",
+    "encode_message",
+    "lossy_down_header_bytes",
+    "lossy_up_header_bytes",
+    "track_options",
+]
+
+MAX_IDENTITY_CHARS = 256
+MAX_TOPIC_CHARS = 128
+MAX_TRACK_NAME_CHARS = 256
+
+
+class Kind(enum.IntEnum):
+    """Kinds of reliable-channel messages. C: sent by clients, S: sent by the server."""
+
+    JOINED = 1  #: S: the room as it is when you join
+    PARTICIPANT_JOINED = 2  #: S
+    PARTICIPANT_LEFT = 3  #: S
+    TOPIC = 4  #: C and S: a topic id now stands for this name, in this direction
+    SUBSCRIBE = 5  #: C: forward me only these topics (or all)
+    DATA = 6  #: C and S: a reliable data packet
+    PUBLISH_TRACK = 7  #: C: I want to publish a data track
+    TRACK_ACCEPTED = 8  #: S: your track got this sid; open its channel
+    TRACK_REFUSED = 9  #: S: your track was refused, and why
+    TRACK_PUBLISHED = 10  #: S: a participant published a track
+    TRACK_UNPUBLISHED = 11  #: S and C (C: unpublish my track)
+    ERROR = 12  #: S: you did something wrong (and may be disconnected)
+    EXTENSION = 13  #: C and S: messages of higher layers (events fallback, RPC, streams)
+
+
+_String = PascalString(VarInt, "utf8")
+
+PARTICIPANT = Struct(
+    "pid" / Int16ub,
+    "identity" / _String,
+    "name" / _String,
+    "metadata" / _String,
+)
+
+TRACK_OPTIONS = Struct(
+    "ordered" / Flag,
+    "has_max_packet_life_time" / Flag,
+    "max_packet_life_time" / If(this.has_max_packet_life_time, Int16ub),  # milliseconds
+    "has_max_retransmits" / Flag,
+    "max_retransmits" / If(this.has_max_retransmits, Int16ub),
+)
+
+
+def track_options(
+    ordered: bool, max_packet_life_time: int | None, max_retransmits: int | None
+) -> dict[str, Any]:
+    """The TRACK_OPTIONS fields for a data track's reliability settings."""
+    return {
+        "ordered": ordered,
+        "has_max_packet_life_time": max_packet_life_time is not None,
+        "max_packet_life_time": max_packet_life_time,
+        "has_max_retransmits": max_retransmits is not None,
+        "max_retransmits": max_retransmits,
+    }
+
+
+TRACK = Struct(
+    "pid" / Int16ub,
+    "sid" / Int16ub,
+    "name" / _String,
+    "options" / TRACK_OPTIONS,
+)
+
+_BODIES = {
+    Kind.JOINED: Struct(
+        "pid" / Int16ub,
+        "room" / _String,
+        "participants" / PrefixedArray(VarInt, PARTICIPANT),
+        "tracks" / PrefixedArray(VarInt, TRACK),
+    ),
+    Kind.PARTICIPANT_JOINED: PARTICIPANT,
+    Kind.PARTICIPANT_LEFT: Struct("pid" / Int16ub),
+    Kind.TOPIC: Struct("topic_id" / Int16ub, "name" / _String),
+    Kind.SUBSCRIBE: Struct("all" / Flag, "topics" / PrefixedArray(VarInt, _String)),
+    Kind.DATA: Struct(
+        "pid" / Int16ub,  # C: ignored (0); S: the sender, stamped by the server
+        "topic_id" / Int16ub,
+        "text" / Flag,  # the payload was a str (UTF-8)
+        "destinations" / PrefixedArray(VarInt, Int16ub),  # C: pids; S: empty
+        "payload" / GreedyBytes,
+    ),
+    Kind.PUBLISH_TRACK: Struct("request_id" / Int16ub, "name" / _String, "options" / TRACK_OPTIONS),
+    Kind.TRACK_ACCEPTED: Struct("request_id" / Int16ub, "sid" / Int16ub),
+    Kind.TRACK_REFUSED: Struct("request_id" / Int16ub, "reason" / _String),
+    Kind.TRACK_PUBLISHED: TRACK,
+    Kind.TRACK_UNPUBLISHED: Struct("pid" / Int16ub, "sid" / Int16ub),
+    Kind.ERROR: Struct("code" / _String, "message" / _String),
+    Kind.EXTENSION: Struct("channel" / Byte, "pid" / Int16ub, "body" / GreedyBytes),
+}
+
+MESSAGE = Struct(
+    "kind" / Byte,
+    "body" / Switch(lambda ctx: ctx.kind, _BODIES),
+    Terminated,  # a message is exactly one datagram-channel message: no trailing bytes
+)
+
+_KINDS = frozenset(int(k) for k in Kind)
+
+
+def encode_message(kind: Kind, **fields: Any) -> bytes:
+    """Build one reliable-channel message."""
+    return bytes(MESSAGE.build({"kind": kind, "body": fields}))
+
+
+def decode_message_untrusted(data: bytes | str) -> tuple[Kind, Any]:
+    """Parse a reliable-channel message from a peer; raises ProtocolError on bad input."""
+    if isinstance(data, str):
+        raise ProtocolError("control message arrived as text")
+    if not data or data[0] not in _KINDS:
+        raise ProtocolError(f"unknown message kind {data[0] if data else None}")
+    try:
+        parsed = MESSAGE.parse(data)
+    except (ConstructError, UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"malformed {Kind(data[0]).name} message: {exc}") from None
+    return Kind(parsed.kind), parsed.body
+
+
+# --- lossy DATA frames (FrameType.DATA payloads) --------------------------------------------
+#
+# Reliable messages name a topic by an id bound by an earlier TOPIC message on the same
+# ordered channel. A lossy frame may overtake that message, so until a datagram carrying the
+# topic's name inline has been acknowledged, lossy frames carry the name (FLAG_TOPIC_NAME).
+
+FLAG_TEXT = 0x01  #: the payload was a str (UTF-8)
+FLAG_TOPIC_NAME = 0x02  #: the topic's name follows the flags (binds topic_id to it)
+
+LOSSY_UP = Struct(
+    "topic_id" / Int16ub,
+    "flags" / Byte,
+    "topic" / If(this.flags & FLAG_TOPIC_NAME, PascalString(Byte, "utf8")),
+    "destinations" / PrefixedArray(Byte, Int16ub),
+    "payload" / GreedyBytes,
+)
+LOSSY_DOWN = Struct(
+    "pid" / Int16ub,  # the sender, stamped by the server (0: the server itself)
+    "topic_id" / Int16ub,
+    "flags" / Byte,
+    "topic" / If(this.flags & FLAG_TOPIC_NAME, PascalString(Byte, "utf8")),
+    "payload" / GreedyBytes,
+)
+
+_UP_HEAD = struct.Struct("!HB")
+_DOWN_HEAD = struct.Struct("!HHB")
+
+
+def lossy_up_header_bytes(destinations: int, topic: str | None) -> int:
+    """Bytes a LOSSY_UP frame adds to the payload."""
+    name = 0 if topic is None else 1 + len(topic.encode())
+    return _UP_HEAD.size + name + 1 + 2 * destinations
+
+
+def lossy_down_header_bytes(topic: str | None) -> int:
+    name = 0 if topic is None else 1 + len(topic.encode())
+    return _DOWN_HEAD.size + name
+
+
+def _name_bytes(topic: str | None) -> bytes:
+    if topic is None:
+        return b""
+    raw = topic.encode()
+    if len(raw) > 255:
+        raise ValueError(f"topic name of {len(raw)} bytes exceeds {MAX_TOPIC_CHARS} characters")
+    return bytes((len(raw),)) + raw
+
+
+def _flags(text: bool, topic: str | None) -> int:
+    return (FLAG_TEXT if text else 0) | (FLAG_TOPIC_NAME if topic is not None else 0)
+
+
+def encode_lossy_up(
+    topic_id: int, topic: str | None, text: bool, destinations: list[int], payload: bytes
+) -> bytes:
+    """A client's lossy packet; ``topic`` is the name to bind inline, or None."""
+    if len(destinations) > 255:
+        raise ValueError("at most 255 destination identities per lossy packet")
+    return b"".join(
+        (
+            _UP_HEAD.pack(topic_id, _flags(text, topic)),
+            _name_bytes(topic),
+            bytes((len(destinations),)),
+            struct.pack(f"!{len(destinations)}H", *destinations),
+            payload,
+        )
+    )
+
+
+def _read_name(data: bytes, offset: int, flags: int) -> tuple[str | None, int]:
+    if not flags & FLAG_TOPIC_NAME:
+        return None, offset
+    if offset >= len(data):
+        raise ProtocolError("lossy DATA frame truncated in its topic name")
+    end = offset + 1 + data[offset]
+    if end > len(data):
+        raise ProtocolError("lossy DATA frame truncated in its topic name")
+    try:
+        return data[offset + 1 : end].decode(), end
+    except UnicodeDecodeError:
+        raise ProtocolError("lossy DATA frame topic name is not UTF-8") from None
+
+
+def decode_lossy_up_untrusted(data: bytes) -> tuple[int, str | None, bool, list[int], bytes]:
+    """(topic_id, inline topic name or None, text, destination pids, payload)."""
+    if len(data) < _UP_HEAD.size:
+        raise ProtocolError("lossy DATA frame shorter than its header")
+    topic_id, flags = _UP_HEAD.unpack_from(data)
+    if flags & ~(FLAG_TEXT | FLAG_TOPIC_NAME):
+        raise ProtocolError(f"lossy DATA frame has unknown flags {flags:#x}")
+    topic, offset = _read_name(data, _UP_HEAD.size, flags)
+    if offset >= len(data):
+        raise ProtocolError("lossy DATA frame truncated before its destinations")
+    count = data[offset]
+    end = offset + 1 + 2 * count
+    if len(data) < end:
+        raise ProtocolError("lossy DATA frame truncated in its destinations")
+    destinations = list(struct.unpack_from(f"!{count}H", data, offset + 1))
+    return topic_id, topic, bool(flags & FLAG_TEXT), destinations, data[end:]
+
+
+def encode_lossy_down(
+    pid: int, topic_id: int, topic: str | None, text: bool, payload: bytes
+) -> bytes:
+    """A lossy packet relayed to a client; ``topic`` is the name to bind inline, or None."""
+    return _DOWN_HEAD.pack(pid, topic_id, _flags(text, topic)) + _name_bytes(topic) + payload
+
+
+def decode_lossy_down_untrusted(data: bytes) -> tuple[int, int, str | None, bool, bytes]:
+    """(sender pid, topic_id, inline topic name or None, text, payload)."""
+    if len(data) < _DOWN_HEAD.size:
+        raise ProtocolError("lossy DATA frame shorter than its header")
+    pid, topic_id, flags = _DOWN_HEAD.unpack_from(data)
+    if flags & ~(FLAG_TEXT | FLAG_TOPIC_NAME):
+        raise ProtocolError(f"lossy DATA frame has unknown flags {flags:#x}")
+    topic, offset = _read_name(data, _DOWN_HEAD.size, flags)
+    return pid, topic_id, topic, bool(flags & FLAG_TEXT), data[offset:]

@@ -1,0 +1,579 @@
+"""The room server: hosts many rooms, relays data and tracks, enforces tokens and grants.
+
+Theory of operation
+-------------------
+Each client holds one WebRTC peer connection to the server (a "group room"). The server
+verifies the client's access token during signaling, puts the participant in the room the
+token names, and tells everyone: the newcomer gets ``JOINED`` with the room as it is, the
+others ``PARTICIPANT_JOINED``. From then on the server relays:
+
+- reliable ``publish_data`` on the reliable channel, lossy ``publish_data`` as DATA frames in
+  netcode datagrams on the lossy channel, each stamped with the sender's pid by the server
+  (never taken from the client) and forwarded only to the named destinations that subscribe
+  to the packet's topic;
+- data tracks hop by hop: the publisher opens a channel with the track's reliability
+  settings; the server opens one with the same settings to every other participant and
+  forwards each message.
+
+A participant that sends malformed messages or frames is counted; past
+``max_protocol_errors`` it is disconnected, and the room carries on. A room's game host
+(:class:`RoomHost`) sees participants come and go and receives the frames and extension
+messages of the higher layers (replication, events, RPC, streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
+from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
+from netcode.errors import ProtocolError
+from netcode.rooms.protocol import (
+    MAX_TRACK_NAME_CHARS,
+    Kind,
+    decode_lossy_up_untrusted,
+    decode_message_untrusted,
+    encode_lossy_down,
+    encode_message,
+    track_options,
+)
+from netcode.rooms.topics import IncomingTopics, OutgoingTopics
+from netcode.transport.connection import DatagramConnection
+from netcode.transport.webrtc import ChannelNotOpen, DataChannel, PeerLink, SignalingServer
+from netcode.wire import FrameType
+
+__all__ = ["RoomHost", "RoomServer", "ServerParticipant", "ServerRoom", "ServerTrack"]
+
+logger = logging.getLogger(__name__)
+
+#: Tracks one participant may publish at once.
+MAX_TRACKS_PER_PARTICIPANT = 16
+#: Participants in one room.
+DEFAULT_MAX_PARTICIPANTS = 200
+
+
+class RoomHost:
+    """Server-side logic attached to a room (the game host). Override what you need."""
+
+    def participant_joined(self, participant: ServerParticipant) -> None:
+        """A participant joined (after it got JOINED)."""
+
+    def participant_left(self, participant: ServerParticipant) -> None:
+        """A participant left or was disconnected."""
+
+    def frame_received(self, participant: ServerParticipant, frame_type: int, data: bytes) -> None:
+        """A frame of a higher layer (not DATA) arrived from ``participant``.
+
+        Raise ProtocolError for a malformed frame: it is counted against the participant.
+        """
+
+    def extension_received(self, participant: ServerParticipant, channel: int, body: bytes) -> None:
+        """An EXTENSION message (events fallback, RPC, streams) arrived from ``participant``."""
+
+    def close(self) -> None:
+        """The room is closing."""
+
+
+class ServerTrack:
+    """A data track a participant published, relayed to the others."""
+
+    def __init__(
+        self,
+        owner: ServerParticipant,
+        sid: int,
+        name: str,
+        ordered: bool,
+        max_packet_life_time: int | None,
+        max_retransmits: int | None,
+    ) -> None:
+        self.owner = owner
+        self.sid = sid
+        self.name = name
+        self.ordered = ordered
+        self.max_packet_life_time = max_packet_life_time
+        self.max_retransmits = max_retransmits
+        self.inbound: DataChannel | None = None
+        self.outbound: dict[int, DataChannel] = {}  # subscriber pid -> channel
+        self.relayed = 0
+
+    @property
+    def label(self) -> str:
+        return f"track/{self.sid}"
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "pid": self.owner.pid,
+            "sid": self.sid,
+            "name": self.name,
+            "options": track_options(self.ordered, self.max_packet_life_time, self.max_retransmits),
+        }
+
+    def relay(self, message: bytes | str) -> None:
+        self.relayed += 1
+        for channel in list(self.outbound.values()):
+            try:
+                channel.send(message)
+            except (ChannelNotOpen, ValueError):
+                pass  # a subscriber's channel closing or not yet open: it misses this one
+
+
+class ServerParticipant:
+    """One connected client, as the server sees it."""
+
+    def __init__(
+        self, room: ServerRoom, pid: int, claims: Claims, link: PeerLink, server: RoomServer
+    ) -> None:
+        self.room = room
+        self.pid = pid
+        self.claims = claims
+        self.identity = claims.identity
+        self.name = claims.name
+        self.metadata = claims.metadata
+        self.link = link
+        self.server = server
+        self.connection = DatagramConnection(
+            link,
+            self._on_event,
+            config=server.endpoint_config,
+            name=link.name,
+            on_malformed=lambda: self.protocol_error("malformed datagram"),
+        )
+        self.subscriptions: frozenset[str] | None = None  # None: every topic
+        self.topics_in = IncomingTopics()
+        self.topics_out = OutgoingTopics()
+        self.tracks: dict[int, ServerTrack] = {}
+        self.protocol_errors = 0
+        self.packets_relayed = 0
+        self.left = asyncio.Event()
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "identity": self.identity,
+            "name": self.name,
+            "metadata": self.metadata,
+        }
+
+    @property
+    def can_publish(self) -> bool:
+        return self.claims.grants.can_publish_data
+
+    @property
+    def can_subscribe(self) -> bool:
+        return self.claims.grants.can_subscribe
+
+    def subscribes_to(self, topic: str) -> bool:
+        """Untopiced packets always arrive; topics only if subscribed (default: all)."""
+        return self.can_subscribe and (
+            not topic or self.subscriptions is None or topic in self.subscriptions
+        )
+
+    # sending to this client
+
+    def send_message(self, kind: Kind, **fields: Any) -> None:
+        try:
+            self.link.send_reliable(encode_message(kind, **fields))
+        except ChannelNotOpen:
+            pass  # leaving: the room forgets it in a moment
+
+    def send_data(
+        self, sender_pid: int, topic: str, text: bool, payload: bytes, lossy: bool
+    ) -> None:
+        """Relay a data packet to this client on the matching channel."""
+        if lossy:
+            topic_id, inline = self.topics_out.lossy_ref(topic)
+            on_delivery = None
+            if inline is not None:
+                topics = self.topics_out
+
+                def on_delivery(result: Delivery, topic_id: int = topic_id) -> None:
+                    if result is Delivery.ACKED:
+                        topics.confirm(topic_id)
+
+            self.connection.send_frame(
+                FrameType.DATA,
+                encode_lossy_down(sender_pid, topic_id, inline, text, payload),
+                on_delivery=on_delivery,
+            )
+        else:
+            topic_id, new = self.topics_out.bind(topic)
+            if new:
+                self.send_message(Kind.TOPIC, topic_id=topic_id, name=topic)
+            self.send_message(
+                Kind.DATA,
+                pid=sender_pid,
+                topic_id=topic_id,
+                text=text,
+                destinations=[],
+                payload=payload,
+            )
+
+    def send_frame(self, frame_type: int, payload: bytes, **options: Any) -> None:
+        """Send a frame of a higher layer to this client (see Endpoint.send_frame)."""
+        self.connection.send_frame(frame_type, payload, **options)
+
+    def send_extension(self, channel: int, body: bytes, sender_pid: int = 0) -> None:
+        self.send_message(Kind.EXTENSION, channel=channel, pid=sender_pid, body=body)
+
+    def disconnect(self, code: str = "", message: str = "") -> None:
+        """Close this participant's connection (with an ERROR first if ``code``)."""
+        if code:
+            self.send_message(Kind.ERROR, code=code, message=message)
+        asyncio.get_running_loop().create_task(self.link.close())
+
+    # receiving from this client
+
+    def protocol_error(self, what: str) -> None:
+        self.protocol_errors += 1
+        self.server.protocol_errors += 1
+        logger.info("%s: protocol error %d: %s", self.link.name, self.protocol_errors, what)
+        if self.protocol_errors == self.server.max_protocol_errors:
+            logger.warning("%s: too many protocol errors; disconnecting", self.link.name)
+            self.disconnect("protocol_error", f"too many malformed messages ({what})")
+
+    def on_reliable(self, data: bytes | str) -> None:
+        try:
+            kind, body = decode_message_untrusted(data)
+            handler = _CLIENT_MESSAGES.get(kind)
+            if handler is None:
+                raise ProtocolError(f"{kind.name} is not a client message")
+            handler(self, body)
+        except ProtocolError as exc:
+            self.protocol_error(str(exc))
+
+    def _on_event(self, event: Event) -> None:
+        if not isinstance(event, FrameReceived):
+            return
+        try:
+            if event.frame_type == FrameType.DATA:
+                self._on_lossy_data(event.payload)
+            elif self.room.host is not None:
+                self.room.host.frame_received(self, event.frame_type, event.payload)
+        except ProtocolError as exc:
+            self.protocol_error(str(exc))
+
+    def _on_lossy_data(self, payload: bytes) -> None:
+        topic_id, inline, text, destinations, data = decode_lossy_up_untrusted(payload)
+        topic = self.topics_in.resolve(topic_id, inline)
+        if not self.can_publish:
+            return  # refused at publish time on the client; silently dropped here
+        self.room.route(self, topic, text, data, destinations, lossy=True)
+
+    def _on_topic(self, body: Any) -> None:
+        self.topics_in.learn(body.topic_id, body.name)
+
+    def _on_subscribe(self, body: Any) -> None:
+        if len(body.topics) > 1024:
+            raise ProtocolError("subscription to more than 1024 topics")
+        self.subscriptions = None if body.all else frozenset(body.topics)
+
+    def _on_data(self, body: Any) -> None:
+        topic = self.topics_in.resolve(body.topic_id)
+        if not self.can_publish:
+            self.send_message(
+                Kind.ERROR, code="permission_denied", message="token lacks can_publish_data"
+            )
+            return
+        self.room.route(self, topic, body.text, body.payload, body.destinations, lossy=False)
+
+    def _on_publish_track(self, body: Any) -> None:
+        self.room.publish_track(self, body.request_id, body.name, body.options)
+
+    def _on_unpublish_track(self, body: Any) -> None:
+        track = self.tracks.get(body.sid)
+        if track is None:
+            raise ProtocolError(f"unpublish of unknown track {body.sid}")
+        self.room.unpublish_track(track)
+
+    def _on_extension(self, body: Any) -> None:
+        if self.room.host is not None:
+            self.room.host.extension_received(self, body.channel, bytes(body.body))
+
+    def on_channel(self, channel: DataChannel) -> None:
+        """The client opened a channel: it must be the channel of a track it published."""
+        prefix, _, sid_text = channel.label.partition("/")
+        track = self.tracks.get(int(sid_text)) if sid_text.isdigit() else None
+        if prefix != "track" or track is None or track.inbound is not None:
+            channel.close()
+            self.protocol_error(f"unexpected channel {channel.label!r}")
+            return
+        track.inbound = channel
+        channel.set_handler(track.relay)
+
+
+_CLIENT_MESSAGES = {
+    Kind.TOPIC: ServerParticipant._on_topic,
+    Kind.SUBSCRIBE: ServerParticipant._on_subscribe,
+    Kind.DATA: ServerParticipant._on_data,
+    Kind.PUBLISH_TRACK: ServerParticipant._on_publish_track,
+    Kind.TRACK_UNPUBLISHED: ServerParticipant._on_unpublish_track,
+    Kind.EXTENSION: ServerParticipant._on_extension,
+}
+
+
+class ServerRoom:
+    """One room: its participants, their tracks, and an optional game host."""
+
+    def __init__(self, name: str, server: RoomServer) -> None:
+        self.name = name
+        self.server = server
+        self.participants: dict[int, ServerParticipant] = {}
+        self.host: RoomHost | None = None
+        self._pids = itertools.count(1)
+        self._sids = itertools.count(1)
+
+    def by_identity(self, identity: str) -> ServerParticipant | None:
+        for participant in self.participants.values():
+            if participant.identity == identity:
+                return participant
+        return None
+
+    def tracks(self) -> list[ServerTrack]:
+        return [t for p in self.participants.values() for t in p.tracks.values()]
+
+    def _next_id(self, counter: itertools.count[int], used: Iterable[int]) -> int:
+        taken = set(used)
+        for _ in range(0x10000):
+            candidate = next(counter) & 0xFFFF
+            if candidate and candidate not in taken:
+                return candidate
+        raise RuntimeError("no free id")
+
+    def join(self, claims: Claims, link: PeerLink) -> ServerParticipant:
+        previous = self.by_identity(claims.identity)
+        if previous is not None:
+            # As in LiveKit, a second connection with the same identity replaces the first.
+            previous.disconnect("duplicate_identity", "the same identity connected again")
+            self.leave(previous)
+        if len(self.participants) >= self.server.max_participants:
+            raise MissingGrant(f"room {self.name!r} is full", grant="room_join")
+        pid = self._next_id(self._pids, self.participants)
+        participant = ServerParticipant(self, pid, claims, link, self.server)
+        participant.send_message(
+            Kind.JOINED,
+            pid=pid,
+            room=self.name,
+            participants=[p.wire() for p in self.participants.values()],
+            tracks=[t.wire() for t in self.tracks()] if participant.can_subscribe else [],
+        )
+        for other in self.participants.values():
+            other.send_message(Kind.PARTICIPANT_JOINED, **participant.wire())
+        self.participants[pid] = participant
+        if participant.can_subscribe:
+            for track in self.tracks():
+                self._subscribe(participant, track)
+        link.on_reliable(participant.on_reliable)
+        link.on_channel(participant.on_channel)
+        logger.info("%s joined room %r as pid %d", claims.identity, self.name, pid)
+        if self.host is not None:
+            self.host.participant_joined(participant)
+        return participant
+
+    def leave(self, participant: ServerParticipant) -> None:
+        if self.participants.get(participant.pid) is not participant:
+            return
+        del self.participants[participant.pid]
+        participant.left.set()
+        participant.connection.close()
+        for track in list(participant.tracks.values()):
+            self.unpublish_track(track)
+        for track in self.tracks():
+            channel = track.outbound.pop(participant.pid, None)
+            if channel is not None:
+                channel.close()
+        for other in self.participants.values():
+            other.send_message(Kind.PARTICIPANT_LEFT, pid=participant.pid)
+        logger.info("%s left room %r", participant.identity, self.name)
+        if self.host is not None:
+            self.host.participant_left(participant)
+
+    def route(
+        self,
+        sender: ServerParticipant,
+        topic: str,
+        text: bool,
+        payload: bytes,
+        destinations: Iterable[int],
+        *,
+        lossy: bool,
+    ) -> None:
+        """Relay a data packet from ``sender`` to its destinations (default: everyone else)."""
+        wanted = set(destinations)
+        for target in list(self.participants.values()):
+            if target is sender or (wanted and target.pid not in wanted):
+                continue
+            if target.subscribes_to(topic):
+                target.send_data(sender.pid, topic, text, payload, lossy)
+                sender.packets_relayed += 1
+
+    def send_data(
+        self,
+        payload: bytes | str,
+        *,
+        reliable: bool = True,
+        topic: str = "",
+        destination_pids: Iterable[int] = (),
+    ) -> None:
+        """Send a data packet from the server itself (sender pid 0)."""
+        text = isinstance(payload, str)
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        wanted = set(destination_pids)
+        for target in list(self.participants.values()):
+            if (not wanted or target.pid in wanted) and target.subscribes_to(topic):
+                target.send_data(0, topic, text, data, lossy=not reliable)
+
+    def publish_track(
+        self, owner: ServerParticipant, request_id: int, name: str, options: Any
+    ) -> None:
+        def refuse(reason: str) -> None:
+            owner.send_message(Kind.TRACK_REFUSED, request_id=request_id, reason=reason)
+
+        if not owner.can_publish:
+            return refuse("permission denied: token lacks can_publish_data")
+        if not name or len(name) > MAX_TRACK_NAME_CHARS:
+            return refuse(f"track name must be 1 to {MAX_TRACK_NAME_CHARS} characters")
+        if any(t.name == name for t in owner.tracks.values()):
+            return refuse(f"a track named {name!r} is already published")
+        if len(owner.tracks) >= MAX_TRACKS_PER_PARTICIPANT:
+            return refuse(f"at most {MAX_TRACKS_PER_PARTICIPANT} tracks per participant")
+        if options.has_max_packet_life_time and options.has_max_retransmits:
+            return refuse("max_packet_life_time and max_retransmits are mutually exclusive")
+        sid = self._next_id(self._sids, (t.sid for t in self.tracks()))
+        track = ServerTrack(
+            owner,
+            sid,
+            name,
+            options.ordered,
+            options.max_packet_life_time,
+            options.max_retransmits,
+        )
+        owner.tracks[sid] = track
+        owner.send_message(Kind.TRACK_ACCEPTED, request_id=request_id, sid=sid)
+        for other in self.participants.values():
+            if other is not owner and other.can_subscribe:
+                other.send_message(Kind.TRACK_PUBLISHED, **track.wire())
+                self._subscribe(other, track)
+
+    def _subscribe(self, subscriber: ServerParticipant, track: ServerTrack) -> None:
+        if subscriber is track.owner:
+            return
+        try:
+            channel = subscriber.link.create_channel(
+                track.label,
+                ordered=track.ordered,
+                max_packet_life_time=track.max_packet_life_time,
+                max_retransmits=track.max_retransmits,
+            )
+        except ChannelNotOpen:
+            return
+        track.outbound[subscriber.pid] = channel
+
+    def unpublish_track(self, track: ServerTrack) -> None:
+        owner = track.owner
+        if owner.tracks.pop(track.sid, None) is None:
+            return
+        if track.inbound is not None:
+            track.inbound.close()
+        for channel in track.outbound.values():
+            channel.close()
+        track.outbound.clear()
+        for other in self.participants.values():
+            if other is not owner and other.can_subscribe:
+                other.send_message(Kind.TRACK_UNPUBLISHED, pid=owner.pid, sid=track.sid)
+
+    def attach_host(self, host: RoomHost) -> None:
+        """Attach the room's game host; it is told of participants already present."""
+        self.host = host
+        for participant in list(self.participants.values()):
+            host.participant_joined(participant)
+
+
+class RoomServer:
+    """Hosts rooms over WebRTC; clients join with access tokens.
+
+    ::
+
+        server = RoomServer(api_key, api_secret)
+        await server.start("127.0.0.1", 7880)
+        ...
+        await server.stop()
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        endpoint_config: EndpointConfig | None = None,
+        max_protocol_errors: int = 20,
+        max_participants: int = DEFAULT_MAX_PARTICIPANTS,
+    ) -> None:
+        self.verifier = TokenVerifier(api_key, api_secret)
+        self.endpoint_config = endpoint_config
+        self.max_protocol_errors = max_protocol_errors
+        self.max_participants = max_participants
+        self.rooms: dict[str, ServerRoom] = {}
+        #: protocol errors counted against all participants since start
+        self.protocol_errors = 0
+        self._signaling = SignalingServer(
+            self._authorize, self._on_peer, answer_info=self._answer_info
+        )
+
+    @property
+    def url(self) -> str:
+        """Base URL clients pass to ``Room.connect`` (after start)."""
+        return self._signaling.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 7880) -> None:
+        """Listen for clients on ``host``:``port`` (port 0 picks a free one)."""
+        await self._signaling.start(host, port)
+
+    async def stop(self) -> None:
+        """Disconnect everyone and stop listening."""
+        for room in list(self.rooms.values()):
+            if room.host is not None:
+                room.host.close()
+        await self._signaling.stop()
+        self.rooms.clear()
+
+    async def __aenter__(self) -> RoomServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def room(self, name: str) -> ServerRoom:
+        """The room called ``name``, created if needed (to attach a host before anyone joins)."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = ServerRoom(name, self)
+        return room
+
+    async def _authorize(self, token: str) -> Claims:
+        claims = self.verifier.verify(token)
+        room = self.rooms.get(claims.grants.room)
+        if room is not None and len(room.participants) >= self.max_participants:
+            raise MissingGrant(f"room {claims.grants.room!r} is full", grant="room_join")
+        return claims
+
+    def _answer_info(self, claims: Claims) -> dict[str, Any]:
+        return {"room": claims.grants.room, "identity": claims.identity}
+
+    async def _on_peer(self, link: PeerLink, claims: Claims) -> None:
+        room = self.room(claims.grants.room)
+        try:
+            participant = room.join(claims, link)
+        except TokenError as exc:
+            link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
+            await link.close()
+            return
+        try:
+            await link.wait_closed()
+        finally:
+            room.leave(participant)
+            if not room.participants and room.host is None:
+                self.rooms.pop(room.name, None)

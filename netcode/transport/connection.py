@@ -1,0 +1,157 @@
+"""The asyncio adapter that drives a sans-IO :class:`~netcode.core.Endpoint` over a link.
+
+Like aioquic's asyncio protocol, it only moves bytes and time: a datagram from the lossy
+channel goes to ``receive_datagram``, events are drained to a callback, whatever the endpoint
+wants to send is handed to the channel, and one timer is re-armed at ``get_timer()``.
+
+Sends are flushed at the end of the current event-loop iteration (``call_soon``), so frames
+queued together leave together. While the connection's send queue is backed up
+(``link.send_backlog()`` above the link's limit), it does not pull datagrams from the endpoint:
+they wait there, where superseded snapshot parts replace older ones and expired frames are
+dropped, instead of queueing stale behind SCTP's congestion window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from netcode.core import DeliveryCallback, Endpoint, EndpointConfig, Event
+
+__all__ = ["DatagramConnection", "DatagramLink"]
+
+logger = logging.getLogger(__name__)
+
+#: While backed up, check again this often (seconds).
+_BACKLOG_RETRY_S = 0.005
+
+
+class DatagramLink(Protocol):
+    """What a DatagramConnection needs of a link (PeerLink provides it)."""
+
+    backlog_limit: int
+
+    def send_lossy(self, data: bytes) -> bool: ...
+
+    def send_backlog(self) -> int: ...
+
+    def on_lossy(self, handler: Callable[[bytes], object] | None) -> None: ...
+
+
+class DatagramConnection:
+    """One endpoint driven over one link's lossy channel."""
+
+    def __init__(
+        self,
+        link: DatagramLink,
+        on_event: Callable[[Event], None],
+        *,
+        config: EndpointConfig | None = None,
+        name: str = "",
+        clock: Callable[[], float] | None = None,
+        on_malformed: Callable[[], None] | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.link = link
+        self.endpoint = Endpoint(config, name=name)
+        self._on_event = on_event
+        #: called once per datagram the endpoint dropped as malformed
+        self.on_malformed = on_malformed
+        self._clock = clock or self._loop.time
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        #: datagrams the endpoint produced that the link refused (backed up)
+        self.datagrams_refused = 0
+        #: flushes skipped because the link was backed up
+        self.flushes_deferred = 0
+        link.on_lossy(self._on_datagram)
+
+    def now(self) -> float:
+        """This connection's clock (seconds)."""
+        return self._clock()
+
+    def send_frame(
+        self,
+        frame_type: int,
+        payload: bytes,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+        supersede_key: object = None,
+        expires_at: float | None = None,
+    ) -> None:
+        """Queue a frame (see Endpoint.send_frame) and flush at the end of this iteration."""
+        if self._closed:
+            return
+        self.endpoint.send_frame(
+            frame_type,
+            payload,
+            on_delivery=on_delivery,
+            supersede_key=supersede_key,
+            expires_at=expires_at,
+        )
+        self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Run timers, send what is due and deliver events now."""
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        endpoint = self.endpoint
+        now = self._clock()
+        endpoint.handle_timer(now)
+        link = self.link
+        if link.send_backlog() > link.backlog_limit:
+            self.flushes_deferred += 1
+            self._drain()
+            self._arm(now + _BACKLOG_RETRY_S)
+            return
+        for datagram in endpoint.datagrams_to_send(now):
+            if not link.send_lossy(datagram):
+                self.datagrams_refused += 1
+        self._drain()
+        self._arm(endpoint.get_timer())
+
+    def close(self) -> None:
+        """Stop driving the endpoint; nothing more is sent or delivered."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.link.on_lossy(None)
+
+    def _on_datagram(self, data: bytes) -> None:
+        if self._closed:
+            return
+        counters = self.endpoint.counters
+        malformed = counters.datagrams_malformed
+        self.endpoint.receive_datagram(data, self._clock())
+        if counters.datagrams_malformed != malformed and self.on_malformed is not None:
+            self.on_malformed()
+        self._drain()
+        self.schedule_flush()
+
+    def _drain(self) -> None:
+        endpoint = self.endpoint
+        while (event := endpoint.next_event()) is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                logger.exception("%s: event handler raised", endpoint.name)
+
+    def _arm(self, when: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is None or self._closed:
+            return
+        # The endpoint's clock may not be the loop's: convert to a delay.
+        delay = max(when - self._clock(), 0.0)
+        self._timer = self._loop.call_later(delay, self.flush)

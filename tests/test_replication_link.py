@@ -87,7 +87,9 @@ class Game:
             )
         else:
             a = r.uniform(0, math.tau)
-            obj = Crate(x=r.uniform(-100, 100), z=r.uniform(0, 20), rot=(0, 0, math.sin(a), math.cos(a)))
+            obj = Crate(
+                x=r.uniform(-100, 100), z=r.uniform(0, 20), rot=(0, 0, math.sin(a), math.cos(a))
+            )
         self.world.spawn(obj)
 
     def step(self) -> None:
@@ -345,7 +347,7 @@ def _server_parts(seed: int) -> tuple[World, list[bytes], list[bytes]]:
 
 
 def test_bad_input_raises_protocol_error_and_changes_nothing() -> None:
-    world, first, later = _server_parts(21)
+    _world, first, later = _server_parts(21)
     dec = SnapshotDecoder(REG, max_entities=1000)
     # a delta against baselines this client never received
     with pytest.raises(ProtocolError):

@@ -78,6 +78,15 @@ PriorityFn = Callable[[TypeStore, I64], F64]
 _NONE, _CREATING, _ALIVE = 0, 1, 2
 
 
+def _gaps(ids: I64) -> I64:
+    """Gap of each ascending id from the previous one minus one (-1 before the first)."""
+    out = np.empty_like(ids)
+    if len(ids):
+        out[0] = ids[0]
+        np.subtract(ids[1:], ids[:-1] + 1, out=out[1:])
+    return out
+
+
 @attrs.frozen
 class SnapshotPart:
     """One part of a tick's snapshot: a SNAPSHOT frame payload for one datagram."""
@@ -423,8 +432,9 @@ class SnapshotEncoder:
                 for j, w in enumerate(codec.slot_bits):
                     vals.append(cur[:, first + j])
                     wids.append(full * w)
-        values = np.column_stack(vals)
-        widths = np.column_stack(wids)
+        # np.array on equal-length rows is one C call; column_stack costs per column
+        values = np.array(vals).T
+        widths = np.array(wids).T
         return _Candidates(
             view=tv,
             rows=rows,
@@ -443,8 +453,12 @@ class SnapshotEncoder:
         length = store.str_len[k][rows]
         vals.append(length)
         wids.append(on * codec_len_bits)
-        data = store.str_bytes[k][rows].astype(np.int64)
-        for j in range(data.shape[1]):
+        sent = length[on > 0]
+        longest = int(sent.max()) if len(sent) else 0
+        if not longest:  # no bytes to send: skip the byte columns altogether
+            return
+        data = store.str_bytes[k][rows, :longest].astype(np.int64)
+        for j in range(longest):
             vals.append(data[:, j])
             wids.append(on * 8 * (length > j))
 
@@ -460,60 +474,65 @@ class SnapshotEncoder:
         one: I64,
     ) -> None:
         schema = tv.schema
-        base = tv.base_q[rows]
+        # whole-matrix work first (one numpy call each for all slots), then cheap per-group
+        # column picks: per-call overhead, not arithmetic, is what costs here
+        d = cur - tv.base_q[rows]
+        wrap = schema.wrap_slots
+        if wrap:
+            half = np.array([1 << (schema.slot_bits[s] - 1) for s in wrap], dtype=np.int64)
+            d[:, wrap] = ((d[:, wrap] + half) & (2 * half - 1)) - half
+        z = (d << 1) ^ (d >> 63)
+        bl = bit_length(z)
+        all_on = bool(on.all())
         for g in schema.groups:
-            slots = list(g.slots)
-            if g.kind == GroupKind.DELTA:
-                d = cur[:, slots] - base[:, slots]
-                for j, s in enumerate(slots):
-                    if s in schema.wrap_slots:
-                        half = 1 << (schema.slot_bits[s] - 1)
-                        d[:, j] = ((d[:, j] + half) & (2 * half - 1)) - half
-                z = (d << 1) ^ (d >> 63)
-                nbits = bit_length(z).max(axis=1) * on
+            slots = g.slots
+            kind = g.kind
+            if kind == GroupKind.DELTA:
+                nbits = bl[:, slots[0]] if len(slots) == 1 else bl[:, list(slots)].max(axis=1)
+                if not all_on:
+                    nbits = nbits * on
                 changed = (nbits > 0).astype(np.int64)
                 vals.append(changed)
                 wids.append(on)
                 vals.append(np.maximum(nbits - 1, 0))
                 wids.append(changed * g.length_bits)
-                for j in range(len(slots)):
-                    vals.append(z[:, j])
+                for s in slots:
+                    vals.append(z[:, s])
                     wids.append(nbits)
-            elif g.kind == GroupKind.QUAT:
-                c = cur[:, slots]
-                b = base[:, slots]
-                changed = (c != b).any(axis=1).astype(np.int64) * on
-                same = (c[:, 0] == b[:, 0]).astype(np.int64)
-                d = c[:, 1:] - b[:, 1:]
-                z = (d << 1) ^ (d >> 63)
-                nbits = bit_length(z).max(axis=1)
+            elif kind == GroupKind.QUAT:
+                i0 = slots[0]
+                comps = list(slots[1:])
+                changed = (bl[:, list(slots)].max(axis=1) > 0).astype(np.int64)
+                if not all_on:
+                    changed *= on
+                same = (z[:, i0] == 0).astype(np.int64)
+                nbits = bl[:, comps].max(axis=1)
                 vals.append(changed)
                 wids.append(on)
                 vals.append(same)
                 wids.append(changed)
                 sc = same * changed
-                rc = (1 - same) * changed
-                vals.append(np.where(same == 1, np.maximum(nbits - 1, 0), c[:, 0]))
+                rc = changed - sc
+                is_same = same == 1
+                vals.append(np.where(is_same, np.maximum(nbits - 1, 0), cur[:, i0]))
                 wids.append(sc * g.length_bits + rc * 2)
-                raw_bits = schema.slot_bits[slots[1]]
-                for j in range(3):
-                    vals.append(np.where(same == 1, z[:, j], c[:, j + 1]))
+                raw_bits = schema.slot_bits[comps[0]]
+                for s in comps:
+                    vals.append(np.where(is_same, z[:, s], cur[:, s]))
                     wids.append(sc * nbits + rc * raw_bits)
-            elif g.kind == GroupKind.STRING:
+            else:
                 s = slots[0]
-                changed = (cur[:, s] != base[:, s]).astype(np.int64) * on
+                changed = (z[:, s] != 0).astype(np.int64)
+                if not all_on:
+                    changed *= on
                 vals.append(changed)
                 wids.append(on)
-                k = schema.string_fields.index(g.fields[0])
-                self._string_columns(tv.store, k, rows, changed, vals, wids)
-            else:  # RAW and FLIP: a single slot
-                s = slots[0]
-                changed = (cur[:, s] != base[:, s]).astype(np.int64) * on
-                vals.append(changed)
-                wids.append(on)
-                if g.kind == GroupKind.RAW:
+                if kind == GroupKind.RAW:
                     vals.append(cur[:, s])
                     wids.append(changed * schema.slot_bits[s])
+                elif kind == GroupKind.STRING:
+                    k = schema.string_fields.index(g.fields[0])
+                    self._string_columns(tv.store, k, rows, changed, vals, wids)
 
     def _select(
         self, cands: list[_Candidates], removals: list[tuple[int, int]]
@@ -576,8 +595,8 @@ class SnapshotEncoder:
             order = np.argsort(c.eids, kind="stable")
             eids = c.eids[order]
             n = len(eids)
-            gaps = np.diff(eids, prepend=-1) - 1
-            mean_gap = float(gaps.mean())
+            gaps = _gaps(eids)
+            mean_gap = float(gaps.sum()) / n
             k = min(7, max(0, int(mean_gap).bit_length() - 1))
             cost = c.bits[order] + eg_bits(gaps, k)
             first_extra = eg_bits(eids, k) - eg_bits(gaps, k)
@@ -635,32 +654,43 @@ class SnapshotEncoder:
         rem: list[tuple[int, int]],
         secs: list[tuple[_Candidates, I64, int]],
     ) -> SnapshotPart:
-        vals: list[I64] = []
-        wids: list[I64] = []
+        vals: list[Any] = []
+        wids: list[Any] = []
+        # scalars (counts, section headers, removals) go through plain lists: numpy's
+        # per-call overhead would dominate for single values
+        sv: list[int] = []
+        sw: list[int] = []
 
-        def put_eg(v: I64, k: int) -> None:
-            zv, zw, qv, qw, lv, lw = eg_segments(v, k)
-            vals.append(np.column_stack((zv, qv, lv)).ravel())
-            wids.append(np.column_stack((zw, qw, lw)).ravel())
+        def put_eg(v: int, k: int) -> None:
+            q = (v >> k) + 1
+            n = q.bit_length()
+            sv.extend((0, q, v & ((1 << k) - 1)))
+            sw.extend((n - 1, n, k))
 
-        rem_ids = np.array([eid for eid, _ in rem], dtype=np.int64)
-        put_eg(np.array([len(rem_ids)], dtype=np.int64), 0)
-        if len(rem_ids):
-            put_eg(np.diff(rem_ids, prepend=-1) - 1, 0)
+        put_eg(len(rem), 0)
+        prev = -1
+        for eid, _ in rem:
+            put_eg(eid - prev - 1, 0)
+            prev = eid
         sections: list[_Section] = []
         for c, idx, k in secs:
             eids = c.eids[idx]
-            vals.append(np.array([1, c.view.schema.type_id, k], dtype=np.int64))
-            wids.append(np.array([1, 8, 3], dtype=np.int64))
-            put_eg(np.array([len(idx) - 1], dtype=np.int64), 0)
-            zv, zw, qv, qw, lv, lw = eg_segments(np.diff(eids, prepend=-1) - 1, k)
-            vals.append(np.column_stack((zv, qv, lv, c.values[idx])).ravel())
-            wids.append(np.column_stack((zw, qw, lw, c.widths[idx])).ravel())
+            sv.extend((1, c.view.schema.type_id, k))
+            sw.extend((1, 8, 3))
+            put_eg(len(idx) - 1, 0)
+            vals.append(sv)
+            wids.append(sw)
+            sv, sw = [], []
+            zv, zw, qv, qw, lv, lw = eg_segments(_gaps(eids), k)
+            vals.append(np.concatenate((np.array((zv, qv, lv)).T, c.values[idx]), axis=1).ravel())
+            wids.append(np.concatenate((np.array((zw, qw, lw)).T, c.widths[idx]), axis=1).ravel())
             rows = c.rows[idx]
             tv = c.view
             sections.append(_Section(tv, rows, tv.vis[rows], c.base_used[idx], tv.store.q[rows]))
-        vals.append(np.zeros(1, dtype=np.int64))
-        wids.append(np.ones(1, dtype=np.int64))
+        sv.append(0)  # no more sections
+        sw.append(1)
+        vals.append(sv)
+        wids.append(sw)
         body = pack_segments(np.concatenate(vals), np.concatenate(wids))
         payload = encode_part_header(PartHeader(tick, index, count, common)) + body
         if len(payload) > self.max_part_bytes:

@@ -93,9 +93,9 @@ CM_PER_M = 100.0
 HEADING_STEPS = 1024
 
 #: Players spawn in the middle of the arena, so that a fresh game has company in view.
-SPAWN_MARGIN_M = 50.0
+SPAWN_MARGIN_M = 80.0
 PICKUP_MARGIN_M = 4.0
-PICKUP_TARGET_COUNT = 48
+PICKUP_TARGET_COUNT = 90
 PICKUP_LIFETIME_S = (25.0, 45.0)
 PICKUP_RESPAWN_DELAY_S = (1.5, 4.0)
 
@@ -440,7 +440,7 @@ class World:
         self,
         seed: int = 0,
         *,
-        npc_count: int = 12,
+        npc_count: int = 24,
         pickup_target: int = PICKUP_TARGET_COUNT,
     ) -> None:
         self.rng = random.Random(seed)

@@ -108,7 +108,7 @@ class EchoServer:
         self.on_peer_delay_s = 0.0
         self.server = SignalingServer(self.authorize, self.on_peer, **kwargs)
 
-    async def authorize(self, token: str) -> Claims:
+    async def authorize(self, token: str, room: str = "") -> Claims:
         return self.verifier.verify(token, room=ROOM)
 
     async def on_peer(self, link: PeerLink, claims: Claims) -> None:
@@ -402,7 +402,7 @@ async def test_slow_server_gives_connect_timeout(
 ) -> None:
     echo = await make_server()
 
-    async def slow_authorize(_: str) -> Claims:
+    async def slow_authorize(_: str, room: str = "") -> Claims:
         await asyncio.sleep(10)
         raise AssertionError("unreachable")
 
@@ -571,7 +571,7 @@ SERVER_SCRIPT = textwrap.dedent(
     async def main():
         verifier = TokenVerifier(sys.argv[1], sys.argv[2])
 
-        async def authorize(token):
+        async def authorize(token, room=""):
             return verifier.verify(token)
 
         async def on_peer(link, claims):

@@ -139,7 +139,7 @@ async def measure_peerlink(args: argparse.Namespace) -> list[Row]:
     lossy = Row("peerlink", "lossy")
     probes = {"reliable": _PingPong(reliable, args.size), "lossy": _PingPong(lossy, args.size)}
 
-    async def authorize(token: str) -> Claims:
+    async def authorize(token: str, room: str = "") -> Claims:
         return verifier.verify(token)
 
     async def on_peer(link: PeerLink, claims: Claims) -> None:

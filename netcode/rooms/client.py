@@ -350,9 +350,12 @@ class Room(EventEmitter):
         token: str,
         *,
         topics: Iterable[str] | None = None,
+        room: str = "",
         timeout: float = 10.0,
     ) -> None:
-        """Join the room the token names; ``topics`` limits what the server forwards.
+        """Join the room the token names (``room``, if given, must be that room).
+
+        ``topics`` limits what the server forwards (default: every topic).
 
         Raises a TokenError subclass if the token is refused, ConnectError if the server
         cannot be reached or the connection fails.
@@ -362,7 +365,7 @@ class Room(EventEmitter):
         self._set_state(ConnectionState.CONNECTING)
         try:
             async with asyncio.timeout(timeout):
-                self.link = link = await connect_peer(url, token, timeout=timeout)
+                self.link = link = await connect_peer(url, token, timeout=timeout, room=room)
                 self._joined = asyncio.get_running_loop().create_future()
                 self.connection = DatagramConnection(
                     link,

@@ -553,8 +553,8 @@ class RoomServer:
             room = self.rooms[name] = ServerRoom(name, self)
         return room
 
-    async def _authorize(self, token: str) -> Claims:
-        claims = self.verifier.verify(token)
+    async def _authorize(self, token: str, requested_room: str) -> Claims:
+        claims = self.verifier.verify(token, room=requested_room or None)
         room = self.rooms.get(claims.grants.room)
         if room is not None and len(room.participants) >= self.max_participants:
             raise MissingGrant(f"room {claims.grants.room!r} is full", grant="room_join")

@@ -2,7 +2,8 @@
 
 Protocol (no trickle ICE: aiortc gathers every candidate before it answers):
 
-``POST {url}/rtc/connect`` with JSON ``{"sdp": ..., "type": "offer", "token": ...}``
+``POST {url}/rtc/connect`` with JSON ``{"sdp": ..., "type": "offer", "token": ...}`` and,
+optionally, ``"room": ...`` (the room the client asks for; the token must grant it).
 
 - ``200`` ``{"sdp": ..., "type": "answer", ...server info}``
 - ``401``/``403`` ``{"error": <TokenError code>, "message": ..., ["grant": ...]}``: the
@@ -62,8 +63,9 @@ MAX_SIGNALING_BODY_BYTES = 64 * 1024
 #: Default limit for :func:`connect_peer`, from the offer to open channels.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
-#: Checks a token and returns its claims, or raises a TokenError.
-Authorize = Callable[[str], Awaitable[Claims]]
+#: Checks a token (and the client's optional requested ``room``, "" if none) and returns
+#: its claims, or raises a TokenError.
+Authorize = Callable[[str, str], Awaitable[Claims]]
 #: Receives each peer once its link is open.
 OnPeer = Callable[[PeerLink, Claims], Awaitable[None]]
 #: Extra fields for the answer, per peer (``sdp`` and ``type`` cannot be overridden).
@@ -109,8 +111,8 @@ class _BadRequest(Exception):
         self.code = code
 
 
-def _parse_offer_untrusted(body: bytes) -> tuple[str, str]:
-    """(sdp, token) from a signaling request body; raises _BadRequest."""
+def _parse_offer_untrusted(body: bytes) -> tuple[str, str, str]:
+    """(sdp, token, requested room or "") from a signaling request body; raises _BadRequest."""
     try:
         request = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -124,13 +126,16 @@ def _parse_offer_untrusted(body: bytes) -> tuple[str, str]:
         raise _BadRequest("bad_request", "field 'type' must be 'offer'")
     if not isinstance(token, str) or not token:
         raise _BadRequest("bad_request", "missing or non-string field 'token'")
-    return sdp, token
+    room = request.get("room", "")
+    if not isinstance(room, str) or len(room) > 256:
+        raise _BadRequest("bad_request", "field 'room' must be a string of at most 256 chars")
+    return sdp, token, room
 
 
 class SignalingServer:
     """Accepts peer connections over HTTP signaling and hands each open link to ``on_peer``.
 
-    ``authorize(token)`` checks the client's token (raise a TokenError to refuse);
+    ``authorize(token, room)`` checks the client's token (raise a TokenError to refuse);
     ``on_peer(link, claims)`` runs as its own task once the link is open; when it returns the
     link stays open (close it yourself, or let :meth:`stop` close it).
     """
@@ -236,12 +241,12 @@ class SignalingServer:
                 413, "request_too_large", f"body exceeds {MAX_SIGNALING_BODY_BYTES} bytes"
             )
         try:
-            sdp, token = _parse_offer_untrusted(body)
+            sdp, token, room = _parse_offer_untrusted(body)
         except _BadRequest as exc:
             return _error(400, exc.code, str(exc))
 
         try:
-            claims = await self._authorize(token)
+            claims = await self._authorize(token, room)
         except TokenError as exc:
             extra = {"grant": str(exc.grant)} if hasattr(exc, "grant") else {}
             logger.info("refused a token from %s: %s (%s)", request.remote, exc.code, exc)
@@ -374,6 +379,7 @@ async def connect_peer(
     include_loopback: bool | None = None,
     lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
     name: str = "",
+    room: str = "",
 ) -> PeerLink:
     """Connect to the signaling server at ``url`` (``http://host:port``) with ``token``.
 
@@ -413,7 +419,10 @@ async def connect_peer(
                     + " (pass include_loopback=True if the server runs on this machine)"
                 )
             stage = "waiting for the signaling answer"
-            reply = await _post_offer(url, {"sdp": offer.sdp, "type": offer.type, "token": token})
+            request = {"sdp": offer.sdp, "type": offer.type, "token": token}
+            if room:
+                request["room"] = room
+            reply = await _post_offer(url, request)
             stage = "connecting (ICE, DTLS, SCTP)"
             try:
                 await pc.setRemoteDescription(

@@ -251,10 +251,71 @@ async def measure_bare_aiortc(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-#: name -> coroutine measuring that path; the rooms layer adds its relay path here.
+# --- rooms: client -> server -> client --------------------------------------------------------
+
+
+async def measure_room(args: argparse.Namespace) -> list[Row]:
+    """Two Room clients through a RoomServer: alice -> server -> bob, bob echoes back.
+
+    Connect time is ``Room.connect`` (signaling, ICE/DTLS/SCTP, and the JOINED message).
+    One-way latency is alice's ``publish_data`` to bob's ``data_received``: two hops and
+    the server's relay, with every layer of netcode on the way.
+    """
+    from netcode.rooms import DataPacket, Room, RoomServer
+
+    reliable = Row("room relay", "reliable")
+    lossy = Row("room relay", "lossy")
+    probes = {True: _PingPong(reliable, args.size), False: _PingPong(lossy, args.size)}
+    server = RoomServer(_KEY, _SECRET)
+    await server.start("127.0.0.1", 0)
+
+    def token(identity: str) -> str:
+        grants = Grants(room_join=True, room="bench")
+        return AccessToken(_KEY, _SECRET).with_identity(identity).with_grants(grants).to_jwt()
+
+    alice, bob = Room(), Room()
+    try:
+        for _ in range(args.connects - 1):
+            room = Room()
+            started = time.perf_counter()
+            await room.connect(server.url, token("probe"))
+            reliable.connect_ms.append((time.perf_counter() - started) * 1e3)
+            await room.disconnect()
+        started = time.perf_counter()
+        await alice.connect(server.url, token("alice"))
+        reliable.connect_ms.append((time.perf_counter() - started) * 1e3)
+        lossy.connect_ms = reliable.connect_ms
+        await bob.connect(server.url, token("bob"))
+        while "bob" not in alice.remote_participants:
+            await asyncio.sleep(0.01)
+
+        def bob_received(packet: DataPacket) -> None:
+            reliable_kind = packet.kind.value == "reliable"
+            probes[reliable_kind].arrived(packet.data)
+            bob.publish_data(packet.data, reliable_kind, ["alice"], "")
+
+        bob.on("data_received", bob_received)
+        alice.on(
+            "data_received",
+            lambda packet: probes[packet.kind.value == "reliable"].echoed(packet.data),
+        )
+        for reliable_kind in (True, False):
+            await probes[reliable_kind].run(
+                lambda data, r=reliable_kind: alice.publish_data(data, r, ["bob"], "bench"),
+                args.messages,
+            )
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+        await server.stop()
+    return [reliable, lossy]
+
+
+#: name -> coroutine measuring that path.
 PATHS: dict[str, Callable[[argparse.Namespace], Awaitable[list[Row]]]] = {
-    "peerlink": measure_peerlink,
     "aiortc": measure_bare_aiortc,
+    "peerlink": measure_peerlink,
+    "room": measure_room,
 }
 
 
@@ -320,4 +381,12 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-__all__ = ["PATHS", "Row", "add_arguments", "measure_bare_aiortc", "measure_peerlink", "run"]
+__all__ = [
+    "PATHS",
+    "Row",
+    "add_arguments",
+    "measure_bare_aiortc",
+    "measure_peerlink",
+    "measure_room",
+    "run",
+]

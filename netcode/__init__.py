@@ -1,13 +1,120 @@
-"""netcode: multiplayer game networking for Python over WebRTC data channels."""
+"""netcode: multiplayer game networking for Python over WebRTC data channels.
 
-from netcode.errors import NetcodeError, ProtocolError, SendQueueFull
-from netcode.wire import MAX_DATAGRAM_BYTES
+Everything a game needs is importable from here::
 
-__all__ = [
-    "MAX_DATAGRAM_BYTES",
-    "NetcodeError",
-    "ProtocolError",
-    "SendQueueFull",
-]
+    from netcode import AccessToken, Grants, Room, RoomServer
+
+Names are loaded on first use (PEP 562), so ``import netcode.wire`` or ``netcode.core``
+stays free of asyncio, aiortc and aiohttp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # errors
+    "NetcodeError": "netcode.errors",
+    "ProtocolError": "netcode.errors",
+    "SendQueueFull": "netcode.errors",
+    # wire and core
+    "MAX_DATAGRAM_BYTES": "netcode.wire",
+    "FrameType": "netcode.wire",
+    "Endpoint": "netcode.core",
+    "EndpointConfig": "netcode.core",
+    "Delivery": "netcode.core",
+    "ConnectionStats": "netcode.core",
+    # auth
+    "AccessToken": "netcode.auth",
+    "Claims": "netcode.auth",
+    "Grants": "netcode.auth",
+    "TokenVerifier": "netcode.auth",
+    "verify_token": "netcode.auth",
+    "TokenError": "netcode.auth",
+    "MalformedToken": "netcode.auth",
+    "InvalidSignature": "netcode.auth",
+    "UnknownApiKey": "netcode.auth",
+    "TokenExpired": "netcode.auth",
+    "TokenNotYetValid": "netcode.auth",
+    "WrongRoom": "netcode.auth",
+    "MissingGrant": "netcode.auth",
+    # transport
+    "ConnectError": "netcode.transport.webrtc",
+    "ConnectTimeout": "netcode.transport.webrtc",
+    # rooms
+    "Room": "netcode.rooms",
+    "RoomServer": "netcode.rooms",
+    "RoomHost": "netcode.rooms",
+    "ServerRoom": "netcode.rooms",
+    "ServerParticipant": "netcode.rooms",
+    "LocalParticipant": "netcode.rooms",
+    "RemoteParticipant": "netcode.rooms",
+    "DataPacket": "netcode.rooms",
+    "DataPacketKind": "netcode.rooms",
+    "ConnectionState": "netcode.rooms",
+    "LocalDataTrack": "netcode.rooms",
+    "RemoteDataTrack": "netcode.rooms",
+    "TrackRefused": "netcode.rooms",
+    "DisconnectedError": "netcode.rooms",
+    "MAX_RELIABLE_PAYLOAD_BYTES": "netcode.rooms",
+    "MAX_LOSSY_PAYLOAD_BYTES": "netcode.rooms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netcode' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from netcode.auth import (
+        AccessToken,
+        Claims,
+        Grants,
+        InvalidSignature,
+        MalformedToken,
+        MissingGrant,
+        TokenError,
+        TokenExpired,
+        TokenNotYetValid,
+        TokenVerifier,
+        UnknownApiKey,
+        WrongRoom,
+        verify_token,
+    )
+    from netcode.core import ConnectionStats, Delivery, Endpoint, EndpointConfig
+    from netcode.errors import NetcodeError, ProtocolError, SendQueueFull
+    from netcode.rooms import (
+        MAX_LOSSY_PAYLOAD_BYTES,
+        MAX_RELIABLE_PAYLOAD_BYTES,
+        ConnectionState,
+        DataPacket,
+        DataPacketKind,
+        DisconnectedError,
+        LocalDataTrack,
+        LocalParticipant,
+        RemoteDataTrack,
+        RemoteParticipant,
+        Room,
+        RoomHost,
+        RoomServer,
+        ServerParticipant,
+        ServerRoom,
+        TrackRefused,
+    )
+    from netcode.transport.webrtc import ConnectError, ConnectTimeout
+    from netcode.wire import MAX_DATAGRAM_BYTES, FrameType

@@ -66,3 +66,16 @@ def test_only_transport_touches_aiortc_and_aiohttp_and_only_demo_touches_pygame(
                 if name == "pygame":
                     bad.append(f"{rel}:{node.lineno}: pygame")
     assert bad == []
+
+
+def test_every_public_name_is_importable_from_netcode() -> None:
+    import netcode
+
+    for name in netcode.__all__:
+        assert getattr(netcode, name) is not None, name
+
+
+def test_importing_netcode_alone_loads_no_io() -> None:
+    code = f"import sys, netcode; print(','.join(m for m in {FORBIDDEN!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -64,7 +64,49 @@ _EXPORTS: dict[str, str] = {
     "MAX_LOSSY_PAYLOAD_BYTES": "netcode.rooms",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AccessToken",
+    "Claims",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionState",
+    "ConnectionStats",
+    "DataPacket",
+    "DataPacketKind",
+    "Delivery",
+    "DisconnectedError",
+    "Endpoint",
+    "EndpointConfig",
+    "FrameType",
+    "Grants",
+    "InvalidSignature",
+    "LocalDataTrack",
+    "LocalParticipant",
+    "MAX_DATAGRAM_BYTES",
+    "MAX_LOSSY_PAYLOAD_BYTES",
+    "MAX_RELIABLE_PAYLOAD_BYTES",
+    "MalformedToken",
+    "MissingGrant",
+    "NetcodeError",
+    "ProtocolError",
+    "RemoteDataTrack",
+    "RemoteParticipant",
+    "Room",
+    "RoomHost",
+    "RoomServer",
+    "SendQueueFull",
+    "ServerParticipant",
+    "ServerRoom",
+    "TokenError",
+    "TokenExpired",
+    "TokenNotYetValid",
+    "TokenVerifier",
+    "TrackRefused",
+    "UnknownApiKey",
+    "WrongRoom",
+    "verify_token",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -65,6 +65,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "MAX_DATAGRAM_BYTES",
+    "MAX_LOSSY_PAYLOAD_BYTES",
+    "MAX_RELIABLE_PAYLOAD_BYTES",
     "AccessToken",
     "Claims",
     "ConnectError",
@@ -82,9 +85,6 @@ __all__ = [
     "InvalidSignature",
     "LocalDataTrack",
     "LocalParticipant",
-    "MAX_DATAGRAM_BYTES",
-    "MAX_LOSSY_PAYLOAD_BYTES",
-    "MAX_RELIABLE_PAYLOAD_BYTES",
     "MalformedToken",
     "MissingGrant",
     "NetcodeError",

@@ -426,7 +426,9 @@ class Renderer:
         self, surface: pygame.Surface, stats: NetStats, history: NetHistory
     ) -> None:
         w, _ = self.size
-        rect = pygame.Rect(w - 292, 10, 282, 268)
+        offline = stats.mode == "offline"
+        # Offline there is nothing to graph: a short panel with the simulated settings only.
+        rect = pygame.Rect(w - 292, 10, 282, 80 if offline else 268)
         self._panel(surface, rect)
         x, y = rect.x + 12, rect.y + 10
         mode_colour = GOOD if stats.mode == "connected" else WARN
@@ -435,7 +437,7 @@ class Renderer:
         surface.blit(fps, (rect.right - 12 - fps.get_width(), y))
         y += 24
         rows: list[tuple[str, Rgb, str, Rgb]] = []
-        if stats.mode == "offline":
+        if offline:
             rows.append(("local simulation: no network traffic", TEXT_DIM, "", TEXT_DIM))
         else:
             rows += [
@@ -472,7 +474,9 @@ class Renderer:
             surface.blit(self._text(left, "small", lc, cache=False), (x, y))
             surface.blit(self._text(right, "small", rc, cache=False), (x + 136, y))
             y += 18
-        y = rect.y + 34 + 5 * 18 + 6  # graphs at a fixed place, whatever the rows above
+        if offline:
+            return
+        y += 6
         graph = pygame.Rect(x, y, rect.width - 24, 56)
         self._draw_series(
             surface, graph, [(history.kbps_in, KBPS_IN), (history.kbps_out, KBPS_OUT)], "kbps"

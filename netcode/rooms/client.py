@@ -32,6 +32,7 @@ from netcode.core.stats import ConnectionStats
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.emitter import EventEmitter
 from netcode.rooms.protocol import (
+    LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
     Kind,
     decode_lossy_down_untrusted,
@@ -498,7 +499,15 @@ class Room(EventEmitter):
                     topics.confirm(topic_id)
 
         assert self.connection is not None
-        self.connection.send_frame(FrameType.DATA, frame, on_delivery=on_delivery)
+        # While the link is backed up, lossy data waits in the endpoint's queue; if it has
+        # not left within LOSSY_DATA_MAX_AGE_S it is stale, and dropped (and counted) unsent.
+        connection = self.connection
+        connection.send_frame(
+            FrameType.DATA,
+            frame,
+            on_delivery=on_delivery,
+            expires_at=connection.now() + LOSSY_DATA_MAX_AGE_S,
+        )
 
     # ------------------------------------------------------------------ receiving
 

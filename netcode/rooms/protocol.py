@@ -36,6 +36,7 @@ from netcode.errors import ProtocolError
 __all__ = [
     "FLAG_TEXT",
     "FLAG_TOPIC_NAME",
+    "LOSSY_DATA_MAX_AGE_S",
     "LOSSY_DOWN",
     "LOSSY_UP",
     "MAX_IDENTITY_CHARS",
@@ -53,6 +54,9 @@ __all__ = [
     "lossy_up_header_bytes",
     "track_options",
 ]
+
+#: Lossy data not sent within this many seconds (the link backed up) is dropped unsent.
+LOSSY_DATA_MAX_AGE_S = 0.25
 
 MAX_IDENTITY_CHARS = 256
 MAX_TOPIC_CHARS = 128

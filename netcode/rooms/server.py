@@ -31,8 +31,9 @@ from typing import Any
 
 from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
 from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
-from netcode.errors import ProtocolError
+from netcode.errors import ProtocolError, SendQueueFull
 from netcode.rooms.protocol import (
+    LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
     Kind,
     decode_lossy_up_untrusted,
@@ -148,6 +149,8 @@ class ServerParticipant:
         self.tracks: dict[int, ServerTrack] = {}
         self.protocol_errors = 0
         self.packets_relayed = 0
+        #: lossy packets for this client dropped because its send queue was full
+        self.lossy_dropped = 0
         self.left = asyncio.Event()
 
     def wire(self) -> dict[str, Any]:
@@ -194,11 +197,15 @@ class ServerParticipant:
                     if result is Delivery.ACKED:
                         topics.confirm(topic_id)
 
-            self.connection.send_frame(
-                FrameType.DATA,
-                encode_lossy_down(sender_pid, topic_id, inline, text, payload),
-                on_delivery=on_delivery,
-            )
+            try:
+                self.connection.send_frame(
+                    FrameType.DATA,
+                    encode_lossy_down(sender_pid, topic_id, inline, text, payload),
+                    on_delivery=on_delivery,
+                    expires_at=self.connection.now() + LOSSY_DATA_MAX_AGE_S,
+                )
+            except SendQueueFull:
+                self.lossy_dropped += 1  # this client cannot keep up: lossy data is expendable
         else:
             topic_id, new = self.topics_out.bind(topic)
             if new:

@@ -30,6 +30,7 @@ __all__ = ["OfflineGame", "main"]
 
 MAX_TICKS_PER_FRAME = 5
 STATS_SAMPLE_S = 0.1
+_INVISIBLE_DRIVERS = ("offscreen", "dummy")
 
 
 class OfflineGame:
@@ -182,13 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"
         os.environ["SDL_AUDIODRIVER"] = "dummy"
+    chosen_driver = os.environ.get("SDL_VIDEODRIVER")
     try:
         pygame.display.init()
         pygame.font.init()
+        # Without a display SDL quietly falls back to an invisible driver: say so instead.
+        if chosen_driver is None and pygame.display.get_driver() in _INVISIBLE_DRIVERS:
+            raise pygame.error(f"no display found (SDL chose {pygame.display.get_driver()!r})")
         screen = pygame.display.set_mode(DEFAULT_SIZE)
     except pygame.error as exc:
+        pygame.quit()
         print(
-            f"error: cannot open a window ({exc}).\n"
+            f"error: cannot open a window: {exc}.\n"
             "No display? Run without a window: python -m demo_game.offline --headless",
             file=sys.stderr,
         )

@@ -304,9 +304,9 @@ class Renderer:
         w, h = size
         fog = pygame.Surface(size, pygame.SRCALPHA)
         fog.fill((*FOG, 200))
-        steps = 12
+        steps = 32
         for i in range(steps):
-            radius = round(self.ppm * (16.0 - i * 1.0))
+            radius = round(self.ppm * (16.0 - i * 0.45))
             pygame.draw.circle(
                 fog, (*FOG, round(200 * (steps - 1 - i) / steps)), (w // 2, h // 2), radius
             )

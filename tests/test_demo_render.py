@@ -206,3 +206,22 @@ def test_offline_command_headless_exits_zero_and_saves_a_screenshot(tmp_path: Pa
     assert out.returncode == 0, out.stderr
     assert "t=  2.0s" in out.stdout and "final:" in out.stdout
     assert pygame.image.load(str(shot)).get_size() == DEFAULT_SIZE
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+    reason="a display is available here",
+)
+def test_offline_command_without_a_display_suggests_headless() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("SDL_VIDEODRIVER", "DISPLAY")}
+    env["SDL_AUDIODRIVER"] = "dummy"
+    out = subprocess.run(
+        [sys.executable, "-m", "demo_game.offline", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--headless" in out.stderr and "Traceback" not in out.stderr

@@ -24,9 +24,10 @@ messages of the higher layers (replication, events, RPC, streams).
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
@@ -47,7 +48,15 @@ from netcode.transport.connection import DatagramConnection
 from netcode.transport.webrtc import ChannelNotOpen, DataChannel, PeerLink, SignalingServer
 from netcode.wire import FrameType
 
-__all__ = ["RoomHost", "RoomServer", "ServerParticipant", "ServerRoom", "ServerTrack"]
+__all__ = [
+    "ExtensionChannel",
+    "ExtensionRouter",
+    "RoomHost",
+    "RoomServer",
+    "ServerParticipant",
+    "ServerRoom",
+    "ServerTrack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,17 @@ logger = logging.getLogger(__name__)
 MAX_TRACKS_PER_PARTICIPANT = 16
 #: Participants in one room.
 DEFAULT_MAX_PARTICIPANTS = 200
+
+
+class ExtensionChannel(enum.IntEnum):
+    """EXTENSION channels of netcode's own layers (applications may use 64-255)."""
+
+    EVENTS = 1  #: game events too large for a datagram (sent reliably, in order)
+    RPC = 2
+    STREAMS = 3
+
+
+ExtensionRouter = Callable[["ServerRoom", "ServerParticipant", bytes], None]
 
 
 class RoomHost:
@@ -297,7 +317,10 @@ class ServerParticipant:
         self.room.unpublish_track(track)
 
     def _on_extension(self, body: Any) -> None:
-        if self.room.host is not None:
+        router = self.server.extension_routers.get(body.channel)
+        if router is not None:
+            router(self.room, self, bytes(body.body))
+        elif self.room.host is not None:
             self.room.host.extension_received(self, body.channel, bytes(body.body))
 
     def on_channel(self, channel: DataChannel) -> None:
@@ -524,6 +547,10 @@ class RoomServer:
         self.max_protocol_errors = max_protocol_errors
         self.max_participants = max_participants
         self.rooms: dict[str, ServerRoom] = {}
+        #: EXTENSION channel -> router(room, sender, body) for layers the server itself runs
+        #: (RPC, streams); a router raises ProtocolError for a malformed body. Channels with
+        #: no router go to the room's host.
+        self.extension_routers: dict[int, ExtensionRouter] = {}
         #: protocol errors counted against all participants since start
         self.protocol_errors = 0
         self._signaling = SignalingServer(

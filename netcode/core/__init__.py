@@ -6,6 +6,13 @@ This package does no IO and reads no clock: time comes in as ``now`` (seconds).
 from netcode.core.endpoint import ACK_WINDOW, DeliveryCallback, Endpoint, EndpointConfig
 from netcode.core.events import DatagramAcked, DatagramLost, Delivery, Event, FrameReceived
 from netcode.core.fragments import FRAGMENT_DATA_BYTES, Reassembler, split_message
+from netcode.core.reliable import (
+    FallbackSender,
+    ReliableChannel,
+    ReliableConfig,
+    ReliableCounters,
+    ReliableStats,
+)
 from netcode.core.seq import seq_add, seq_diff, seq_newer
 from netcode.core.stats import ConnectionStats, Counters
 
@@ -21,8 +28,13 @@ __all__ = [
     "Endpoint",
     "EndpointConfig",
     "Event",
+    "FallbackSender",
     "FrameReceived",
     "Reassembler",
+    "ReliableChannel",
+    "ReliableConfig",
+    "ReliableCounters",
+    "ReliableStats",
     "seq_add",
     "seq_diff",
     "seq_newer",

@@ -1,0 +1,575 @@
+"""Reliable-ordered messages over the lossy channel, in the manner of yojimbo.
+
+Theory of operation
+-------------------
+A :class:`ReliableChannel` sits on an :class:`~netcode.core.Endpoint` and gives each
+direction of a connection a stream of messages (game events) delivered exactly once and in
+the order they were sent, without waiting for SCTP's retransmission timer (at least 1 s in
+aiortc) when a packet is lost. Each side of a connection has one channel; it both sends its
+own messages and receives the peer's.
+
+Sending. ``send(message)`` gives the message the next 16-bit id (wrapping, compared with
+:func:`~netcode.core.seq.seq_diff`) and queues it. ``flush(now)``, called every tick, packs
+into EVENT frames (netcode/wire/events.py), oldest id first, every queued message that is
+
+- not yet sent, or
+- not acknowledged and last sent more than ``resend_timeout`` ago, or
+- carried last by a frame the endpoint has reported LOST,
+
+and hands the frames to ``endpoint.send_frame`` with a delivery callback. A message is
+acknowledged, and forgotten, as soon as any frame carrying it is reported ACKED: the
+endpoint acknowledges datagrams, and a datagram that arrived was handed whole to the peer's
+channel. The resend timeout follows the measured round trip::
+
+    resend_timeout = clamp(srtt + resend_rttvar_factor * rttvar, min_resend_s, max_resend_s)
+
+(``initial_resend_s`` before the first sample). ``srtt`` already includes the peer's ack
+delay, so an acknowledgement normally arrives before the timeout; the variation term keeps
+spurious resends rare, and a spurious resend costs only bytes (the receiver drops the
+duplicate) while a late one costs a tick of latency for every message behind it. The
+endpoint's LOST verdict comes only after its loss timeout (about 1.5 RTT) or 33 newer acks,
+so it is a backstop that makes the message due at once, never the main trigger.
+
+Window. The receiver buffers at most ``window`` ids past the next one it expects and drops
+anything further ahead as forged. Because a dropped message in an acknowledged datagram
+would be lost for good, the sender never sends an id ``window`` or more past the oldest id
+it does not know the receiver has (``max_send_queue_messages <= window`` makes the queue
+bound imply it).
+
+Fallback. A message longer than ``max_inline_bytes`` is not fragmented on the lossy path
+(one lost piece would cost the whole message): it takes its id in the sequence and is
+handed to the owner's ``fallback(message_id, message)`` at once, to go over the SCTP
+reliable channel; the peer's owner passes it to ``receive_fallback`` and the channel
+delivers it in order with the rest. The sender counts a fallback id as outstanding, for its
+window, until the receiver reports it has passed it: the receiver sends an EVENT frame
+without messages whose ``base_id`` is its next expected id (a *fallback acknowledgement*),
+resent until the endpoint reports it ACKED.
+
+Receiving. ``receive_frame(payload, now)`` takes each EVENT frame the owner drains from the
+endpoint; messages within the window are buffered by id; duplicates, ids behind or too far
+ahead and malformed frames are dropped and counted. Contiguous messages from the next
+expected id move to the delivery queue, read with ``next_message()`` or ``received()``.
+
+Bounds: the send queue (``max_send_queue_messages`` ids, ``max_send_queue_bytes`` bytes;
+``send`` raises SendQueueFull beyond them), the reorder buffer (``window`` messages, each
+at most one frame or ``max_message_bytes`` if it came by the fallback path) and the frames
+one flush sends (``max_frames_per_flush``). Delivered messages wait until the owner reads
+them, which it does every tick. The channel does no IO and reads no clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import attrs
+
+from netcode.core.endpoint import Endpoint
+from netcode.core.events import Delivery
+from netcode.core.seq import seq_add, seq_diff
+from netcode.errors import ProtocolError, SendQueueFull
+from netcode.wire import (
+    EVENT_FRAME_HEADER_BYTES,
+    MAX_EVENT_ID_SPAN,
+    MAX_FRAME_PAYLOAD_BYTES,
+    FrameType,
+    decode_event_frame_untrusted,
+    encode_event_frame,
+    event_entry_bytes,
+)
+
+__all__ = [
+    "FallbackSender",
+    "ReliableChannel",
+    "ReliableConfig",
+    "ReliableCounters",
+    "ReliableStats",
+]
+
+logger = logging.getLogger(__name__)
+
+FallbackSender = Callable[[int, bytes], None]
+"""``fallback(message_id, message)``: send a large message over the reliable path."""
+
+
+@attrs.frozen
+class ReliableConfig:
+    """Tunables of a :class:`ReliableChannel`. Both sides of a connection must agree on
+    ``window`` and ``initial_id``."""
+
+    #: Ids the receiver buffers past the next one it expects; the sender never runs further
+    #: ahead of what it knows the receiver has.
+    window: int = 1024
+    #: Bounds of the send queue (messages not yet acknowledged, fallback ids included, and
+    #: their bytes); ``send`` raises SendQueueFull beyond them.
+    max_send_queue_messages: int = 1024
+    max_send_queue_bytes: int = 256 * 1024
+    #: Longer messages go to the ``fallback`` callable instead of the lossy path.
+    max_inline_bytes: int = 1000
+    #: Longest message ``send`` and ``receive_fallback`` accept (SCTP's limit is 262144).
+    max_message_bytes: int = 256 * 1024
+    #: Largest EVENT frame payload; lower it to leave room for other frames in a datagram.
+    max_frame_bytes: int = MAX_FRAME_PAYLOAD_BYTES
+    #: EVENT frames one ``flush`` may send (a backlog drains over several ticks).
+    max_frames_per_flush: int = 4
+    #: Resend timeout before the first round-trip sample.
+    initial_resend_s: float = 0.25
+    #: resend timeout = srtt + factor * rttvar, clamped to [min_resend_s, max_resend_s].
+    resend_rttvar_factor: float = 2.0
+    min_resend_s: float = 0.030
+    max_resend_s: float = 1.0
+    #: Early copies of a message (before its resend timeout) that may ride in the spare room
+    #: of frames sent anyway, so that one lost datagram costs a tick, not a round trip.
+    redundant_copies: int = 1
+    #: Id of the first message each side sends (tests use it to cross the wrap).
+    initial_id: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not 1 <= self.window <= MAX_EVENT_ID_SPAN // 2:
+            raise ValueError(f"window={self.window} is not in 1..{MAX_EVENT_ID_SPAN // 2}")
+        if not 1 <= self.max_send_queue_messages <= self.window:
+            raise ValueError(
+                f"max_send_queue_messages={self.max_send_queue_messages} must be in "
+                f"1..window={self.window}, or the receiver could drop what the sender sends"
+            )
+        if not EVENT_FRAME_HEADER_BYTES + 8 <= self.max_frame_bytes <= MAX_FRAME_PAYLOAD_BYTES:
+            raise ValueError(
+                f"max_frame_bytes={self.max_frame_bytes} is not in "
+                f"{EVENT_FRAME_HEADER_BYTES + 8}..{MAX_FRAME_PAYLOAD_BYTES}"
+            )
+        largest_entry = event_entry_bytes(self.window, self.max_inline_bytes)
+        if EVENT_FRAME_HEADER_BYTES + largest_entry > self.max_frame_bytes:
+            raise ValueError(
+                f"max_inline_bytes={self.max_inline_bytes} does not fit one EVENT frame of "
+                f"max_frame_bytes={self.max_frame_bytes}"
+            )
+        if self.max_message_bytes < self.max_inline_bytes:
+            raise ValueError("max_message_bytes is smaller than max_inline_bytes")
+        if self.max_frames_per_flush < 1:
+            raise ValueError("max_frames_per_flush must be at least 1")
+
+
+@attrs.define
+class ReliableCounters:
+    """Monotonic counters of one channel."""
+
+    messages_queued: int = 0  #: accepted by ``send`` for the lossy path
+    messages_fallback: int = 0  #: accepted by ``send`` and handed to the fallback path
+    messages_sent: int = 0  #: first transmissions on the lossy path
+    messages_resent: int = 0  #: further transmissions (timeout or LOST)
+    messages_redundant: int = 0  #: early copies in the spare room of frames going out anyway
+    messages_acked: int = 0
+    frames_sent: int = 0  #: EVENT frames with messages
+    frames_acked: int = 0
+    frames_lost: int = 0
+    queue_full: int = 0  #: ``send`` calls refused with SendQueueFull
+    messages_received: int = 0  #: accepted into the reorder buffer (either path)
+    messages_delivered: int = 0  #: moved to the delivery queue, in order
+    duplicates: int = 0  #: dropped: already received
+    out_of_window: int = 0  #: dropped: far behind, or ``window`` or more ahead (forged)
+    frames_malformed: int = 0  #: dropped: the EVENT frame did not decode
+    fallback_oversized: int = 0  #: ``receive_fallback`` messages over max_message_bytes
+    fallback_acks_sent: int = 0
+    fallback_acks_ignored: int = 0  #: acknowledged ids we never assigned
+
+
+@attrs.frozen
+class ReliableStats:
+    """A snapshot of a channel's state and counters."""
+
+    counters: ReliableCounters  #: a copy of the counters
+    unacked_messages: int  #: lossy messages sent or queued, not yet acknowledged
+    fallback_outstanding: int  #: fallback ids the receiver has not yet reported passing
+    send_queue_bytes: int  #: bytes of the unacknowledged lossy messages
+    reorder_buffered: int  #: messages received ahead of a missing one
+    delivery_queued: int  #: delivered messages the owner has not read yet
+    resend_timeout_ms: float  #: current resend timeout
+
+
+#: Upper bound of an entry's bytes beyond its data (skip and length varints).
+_MAX_ENTRY_OVERHEAD = 4
+
+
+class _Outgoing:
+    __slots__ = ("copies", "data", "due", "frame", "last_sent")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.last_sent: float | None = None
+        self.frame = -1  # token of the frame that carried it last
+        self.due = False  # that frame was reported LOST: resend at the next flush
+        self.copies = 0  # early copies sent since last_sent
+
+
+class ReliableChannel:
+    """Reliable-ordered messages over an endpoint's lossy path. See the module docstring."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        config: ReliableConfig | None = None,
+        *,
+        fallback: FallbackSender | None = None,
+        name: str = "",
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config = config or ReliableConfig()
+        self.fallback = fallback
+        self.name = name
+        self.counters = ReliableCounters()
+        self.last_received_at: float | None = None
+        # sending
+        self._next_id = config.initial_id & 0xFFFF
+        self._outgoing: dict[int, _Outgoing] = {}  # insertion order = id order
+        self._outgoing_bytes = 0
+        self._fallback_outstanding: deque[int] = deque()
+        self._next_frame_token = 0
+        self._last_flush_at = 0.0
+        # receiving
+        self._next_expected = config.initial_id & 0xFFFF
+        self._buffer: dict[int, tuple[bytes, bool]] = {}  # id -> (message, came by fallback)
+        self._delivered: deque[bytes] = deque()
+        self._fallback_ack_owed = False
+
+    # ---------------------------------------------------------------- API: sending
+
+    def send(self, message: bytes) -> int:
+        """Queue ``message`` for reliable, ordered delivery and return its id.
+
+        Raises SendQueueFull when the send queue is at its bound (nothing is queued then),
+        and ValueError for a message over ``max_message_bytes``, or over
+        ``max_inline_bytes`` when the channel has no ``fallback``.
+        """
+        config = self.config
+        n = len(message)
+        if len(self._outgoing) + len(self._fallback_outstanding) >= config.max_send_queue_messages:
+            self.counters.queue_full += 1
+            raise SendQueueFull(
+                f"{self.name}: reliable send queue holds {config.max_send_queue_messages} "
+                f"unacknowledged messages (max_send_queue_messages); the peer is not keeping up"
+            )
+        message_id = self._next_id
+        if n > config.max_inline_bytes:
+            if n > config.max_message_bytes:
+                raise ValueError(
+                    f"message of {n} bytes exceeds max_message_bytes={config.max_message_bytes}"
+                )
+            if self.fallback is None:
+                raise ValueError(
+                    f"message of {n} bytes exceeds max_inline_bytes={config.max_inline_bytes} "
+                    f"and the channel has no fallback path"
+                )
+            # If the fallback refuses (raises), the id is not consumed.
+            self.fallback(message_id, message)
+            self._next_id = seq_add(message_id, 1)
+            self._fallback_outstanding.append(message_id)
+            self.counters.messages_fallback += 1
+            return message_id
+        if self._outgoing_bytes + n > config.max_send_queue_bytes:
+            self.counters.queue_full += 1
+            raise SendQueueFull(
+                f"{self.name}: reliable send queue holds {self._outgoing_bytes} bytes; adding "
+                f"{n} would exceed max_send_queue_bytes={config.max_send_queue_bytes}"
+            )
+        self._next_id = seq_add(message_id, 1)
+        self._outgoing[message_id] = _Outgoing(message)
+        self._outgoing_bytes += n
+        self.counters.messages_queued += 1
+        return message_id
+
+    def flush(self, now: float) -> int:
+        """Hand what is due to the endpoint as EVENT frames; returns the frames sent.
+
+        Call it every tick (and after ``send`` if the message should leave before the next
+        tick). Messages go oldest id first; at most ``max_frames_per_flush`` frames. When
+        everything due fits one frame, its spare room carries early copies (see
+        ``ReliableConfig.redundant_copies``).
+        """
+        self._last_flush_at = now
+        if self._fallback_ack_owed:
+            self._send_fallback_ack()
+        if not self._outgoing:
+            return 0
+        config = self.config
+        timeout = self.resend_timeout
+        window = config.window
+        base = self._window_base()
+        room_per_frame = config.max_frame_bytes - EVENT_FRAME_HEADER_BYTES
+        due_bytes = 0
+        selected: list[tuple[int, _Outgoing]] = []
+        candidates: list[tuple[int, _Outgoing]] = []
+        for message_id, out in self._outgoing.items():
+            if seq_diff(message_id, base) >= window:
+                break  # the receiver might not have room for it yet
+            if out.last_sent is None or out.due or now >= out.last_sent + timeout:
+                selected.append((message_id, out))
+                due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
+            elif out.copies < config.redundant_copies and out.last_sent < now:
+                candidates.append((message_id, out))
+        if not selected:
+            return 0  # early copies only ride frames that go out anyway
+        if candidates and due_bytes <= room_per_frame:
+            spare = room_per_frame - due_bytes
+            early = []
+            for message_id, out in candidates:  # oldest first: the receiver waits on those
+                cost = _MAX_ENTRY_OVERHEAD + len(out.data)
+                if cost > spare:
+                    break
+                spare -= cost
+                early.append((message_id, out))
+            if early:
+                selected.extend(early)
+                selected.sort(key=lambda entry: seq_diff(entry[0], base))
+        frames = 0
+        batch: list[tuple[int, _Outgoing]] = []
+        room = room_per_frame
+        previous = -1
+        for message_id, out in selected:
+            skip = 0 if previous < 0 else seq_diff(message_id, previous) - 1
+            cost = event_entry_bytes(skip, len(out.data))
+            if cost > room:
+                if not self._emit(batch, now):
+                    return frames
+                frames += 1
+                if frames >= config.max_frames_per_flush:
+                    return frames
+                batch = []
+                room = room_per_frame
+                cost = event_entry_bytes(0, len(out.data))
+            batch.append((message_id, out))
+            room -= cost
+            previous = message_id
+        if batch and self._emit(batch, now):
+            frames += 1
+        return frames
+
+    def get_timer(self) -> float | None:
+        """When ``flush`` next has something to send, or None.
+
+        A time at or before the last flush means at once (a new, LOST or owed message).
+        """
+        if self._fallback_ack_owed:
+            return self._last_flush_at
+        if not self._outgoing:
+            return None
+        timeout = self.resend_timeout
+        base = self._window_base()
+        earliest: float | None = None
+        for message_id, out in self._outgoing.items():
+            if seq_diff(message_id, base) >= self.config.window:
+                break
+            if out.last_sent is None or out.due:
+                return self._last_flush_at
+            deadline = out.last_sent + timeout
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        return earliest
+
+    # ---------------------------------------------------------------- API: receiving
+
+    def receive_frame(self, payload: bytes, now: float) -> None:
+        """Process one EVENT frame payload from the peer. Bad input is dropped and counted."""
+        self.last_received_at = now
+        try:
+            frame = decode_event_frame_untrusted(payload)
+        except ProtocolError as exc:
+            self.counters.frames_malformed += 1
+            logger.debug("%s: dropped malformed EVENT frame: %s", self.name, exc)
+            return
+        if not frame.messages:
+            self._on_fallback_ack(frame.base_id)
+            return
+        for message_id, message in frame.messages:
+            self._accept(message_id, message, False)
+        self._deliver()
+
+    def receive_fallback(self, message_id: int, message: bytes) -> None:
+        """Accept a message the peer sent over the fallback path (untrusted input).
+
+        It is delivered in order with the messages of the lossy path; duplicates, ids out of
+        the window and messages over ``max_message_bytes`` are dropped and counted.
+        """
+        if not 0 <= message_id <= 0xFFFF:
+            self.counters.out_of_window += 1
+            return
+        if len(message) > self.config.max_message_bytes:
+            self.counters.fallback_oversized += 1
+            return
+        self._accept(message_id, message, True)
+        self._deliver()
+
+    def next_message(self) -> bytes | None:
+        """The next delivered message, in order, or None."""
+        return self._delivered.popleft() if self._delivered else None
+
+    def received(self) -> list[bytes]:
+        """Every delivered message not yet read, in order (empties the delivery queue)."""
+        out = list(self._delivered)
+        self._delivered.clear()
+        return out
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def resend_timeout(self) -> float:
+        """Seconds after which an unacknowledged message is sent again."""
+        config = self.config
+        rtt = self.endpoint.rtt
+        if rtt.smoothed is None:
+            return config.initial_resend_s
+        timeout = rtt.smoothed + config.resend_rttvar_factor * rtt.variation
+        return min(max(timeout, config.min_resend_s), config.max_resend_s)
+
+    @property
+    def next_send_id(self) -> int:
+        """Id the next ``send`` will assign."""
+        return self._next_id
+
+    @property
+    def next_receive_id(self) -> int:
+        """Id of the next message the receiving side will deliver."""
+        return self._next_expected
+
+    @property
+    def unacked_messages(self) -> int:
+        return len(self._outgoing)
+
+    @property
+    def send_queue_bytes(self) -> int:
+        return self._outgoing_bytes
+
+    def stats(self) -> ReliableStats:
+        return ReliableStats(
+            counters=attrs.evolve(self.counters),
+            unacked_messages=len(self._outgoing),
+            fallback_outstanding=len(self._fallback_outstanding),
+            send_queue_bytes=self._outgoing_bytes,
+            reorder_buffered=len(self._buffer),
+            delivery_queued=len(self._delivered),
+            resend_timeout_ms=self.resend_timeout * 1000,
+        )
+
+    # ---------------------------------------------------------------- internals
+
+    def _window_base(self) -> int:
+        """Oldest id the sender does not know the receiver has."""
+        base = self._next_id
+        if self._outgoing:
+            base = next(iter(self._outgoing))
+        if self._fallback_outstanding:
+            oldest = self._fallback_outstanding[0]
+            if seq_diff(oldest, base) < 0:
+                base = oldest
+        return base
+
+    def _emit(self, batch: list[tuple[int, _Outgoing]], now: float) -> bool:
+        """Send one frame of ``batch``; False if the endpoint's queue is full."""
+        token = self._next_frame_token
+        ids = tuple(message_id for message_id, _ in batch)
+        payload = encode_event_frame(ids[0], [(message_id, out.data) for message_id, out in batch])
+        try:
+            self.endpoint.send_frame(
+                FrameType.EVENT, payload, on_delivery=functools.partial(self._on_frame, token, ids)
+            )
+        except SendQueueFull:
+            # The endpoint is backed up; everything stays due and goes at a later flush.
+            return False
+        self._next_frame_token = token + 1
+        counters = self.counters
+        counters.frames_sent += 1
+        timeout = self.resend_timeout
+        for _, out in batch:
+            if out.last_sent is None:
+                counters.messages_sent += 1
+            elif not out.due and now < out.last_sent + timeout:
+                # An early copy: the resend timer and the LOST trigger stay with the
+                # transmission it copies.
+                counters.messages_redundant += 1
+                out.copies += 1
+                continue
+            else:
+                counters.messages_resent += 1
+            out.last_sent = now
+            out.frame = token
+            out.due = False
+            out.copies = 0
+        return True
+
+    def _on_frame(self, token: int, ids: tuple[int, ...], delivery: Delivery) -> None:
+        outgoing = self._outgoing
+        if delivery is Delivery.ACKED:
+            self.counters.frames_acked += 1
+            for message_id in ids:
+                out = outgoing.pop(message_id, None)
+                if out is not None:
+                    self.counters.messages_acked += 1
+                    self._outgoing_bytes -= len(out.data)
+        else:
+            self.counters.frames_lost += 1
+            for message_id in ids:
+                out = outgoing.get(message_id)
+                # Only the latest transmission's fate matters: an older frame's LOST says
+                # nothing about a resend still in flight.
+                if out is not None and out.frame == token:
+                    out.due = True
+
+    def _send_fallback_ack(self) -> None:
+        payload = encode_event_frame(self._next_expected, [])
+        try:
+            self.endpoint.send_frame(
+                FrameType.EVENT, payload, on_delivery=self._on_fallback_ack_delivery
+            )
+        except SendQueueFull:
+            return
+        self._fallback_ack_owed = False
+        self.counters.fallback_acks_sent += 1
+
+    def _on_fallback_ack_delivery(self, delivery: Delivery) -> None:
+        if delivery is Delivery.LOST:
+            # Resend the newest position: it tells the peer at least as much.
+            self._fallback_ack_owed = True
+
+    def _on_fallback_ack(self, next_expected: int) -> None:
+        if seq_diff(self._next_id, next_expected) < 0:
+            self.counters.fallback_acks_ignored += 1
+            return
+        outstanding = self._fallback_outstanding
+        while outstanding and seq_diff(next_expected, outstanding[0]) > 0:
+            outstanding.popleft()
+
+    def _accept(self, message_id: int, message: bytes, via_fallback: bool) -> None:
+        distance = seq_diff(message_id, self._next_expected)
+        window = self.config.window
+        if distance < 0:
+            if distance >= -window:
+                self.counters.duplicates += 1
+            else:
+                self.counters.out_of_window += 1
+            return
+        if distance >= window:
+            self.counters.out_of_window += 1
+            logger.debug(
+                "%s: dropped message %d, %d ahead of the window", self.name, message_id, distance
+            )
+            return
+        if message_id in self._buffer:
+            self.counters.duplicates += 1
+            return
+        self._buffer[message_id] = (message, via_fallback)
+        self.counters.messages_received += 1
+
+    def _deliver(self) -> None:
+        buffer = self._buffer
+        expected = self._next_expected
+        delivered = 0
+        while expected in buffer:
+            message, via_fallback = buffer.pop(expected)
+            self._delivered.append(message)
+            if via_fallback:
+                self._fallback_ack_owed = True
+            expected = seq_add(expected, 1)
+            delivered += 1
+        self._next_expected = expected
+        self.counters.messages_delivered += delivered

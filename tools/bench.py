@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("netcode_tools.bench_codec", "datagram header and frame encode/decode speed"),
     "transport": ("netcode_tools.bench_transport", "WebRTC connect time and one-way latency"),
+    "events": ("netcode_tools.bench_events", "reliable events under loss, beside SCTP reliable"),
     "replication": ("netcode_tools.bench_replication", "snapshot size and speed on seeded scenes"),
 }
 

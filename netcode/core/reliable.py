@@ -30,6 +30,15 @@ duplicate) while a late one costs a tick of latency for every message behind it.
 endpoint's LOST verdict comes only after its loss timeout (about 1.5 RTT) or 33 newer acks,
 so it is a backstop that makes the message due at once, never the main trigger.
 
+Early copies. Waiting for the timeout costs a lost message about RTT + ack delay + a tick
+before its resend even leaves, and every message behind it waits too. So when a flush sends
+a frame anyway and what is due fits in one frame, the spare room carries an early copy of
+unacknowledged messages not yet due (oldest first, at most ``redundant_copies`` per
+transmission). A single lost datagram then costs one tick instead of a round trip, for a
+few extra bytes in datagrams that leave regardless; no datagram is sent just for a copy.
+An early copy does not move the resend timer or the LOST trigger of the transmission it
+copies, so a loss of both still resends on time.
+
 Window. The receiver buffers at most ``window`` ids past the next one it expects and drops
 anything further ahead as forged. Because a dropped message in an acknowledged datagram
 would be lost for good, the sender never sends an id ``window`` or more past the oldest id

@@ -27,6 +27,11 @@ layers above come out of ``next_event()`` as :class:`FrameReceived`, beside
 Time is always an argument (``now``, seconds on any monotonic clock); call
 ``handle_timer(now)`` at ``get_timer()`` (or simply every tick) to run loss timeouts and
 fragment expiry.
+
+Tracing: an optional ``tracer(kind, now, fields)`` passed to the constructor is called at each
+datagram sent (``"send"``), received (``"recv"``, accepted or the reason it was dropped),
+acknowledged (``"ack"``), lost (``"lost"``) and round-trip update (``"rtt"``); see
+:data:`Tracer`. Without one, each site costs a single ``if``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -64,7 +70,7 @@ from netcode.wire import (
     frame_bytes,
 )
 
-__all__ = ["ACK_WINDOW", "DeliveryCallback", "Endpoint", "EndpointConfig"]
+__all__ = ["ACK_WINDOW", "DeliveryCallback", "Endpoint", "EndpointConfig", "Tracer"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,17 @@ logger = logging.getLogger(__name__)
 ACK_WINDOW = 33
 
 DeliveryCallback = Callable[[Delivery], None]
+
+#: ``tracer(kind, now, fields)``: called with a fresh ``fields`` dict at each traced event.
+#:
+#: - ``"send"``: ``seq``, ``bytes`` (whole datagram), ``frames`` (``[[frame_type, payload
+#:   bytes], ...]``, empty for an ack-only datagram)
+#: - ``"recv"``: ``bytes``, ``result`` (``"accepted"``, ``"malformed"``, ``"duplicate"``,
+#:   ``"stale"`` or ``"out_of_window"``), and unless malformed ``seq``; if accepted ``frames``
+#: - ``"ack"``: ``seq``, ``bytes``, and ``rtt_ms`` when this ack gave a round-trip sample
+#: - ``"lost"``: ``seq``, ``bytes``, ``reason`` (``"window"``, ``"timeout"`` or ``"overflow"``)
+#: - ``"rtt"``: ``smoothed_ms``, ``variation_ms`` after each round-trip sample
+Tracer = Callable[[str, float, dict[str, Any]], None]
 
 _KNOWN_FRAME_TYPES = frozenset(int(t) for t in FrameType)
 _MASK32 = 0xFFFFFFFF
@@ -166,9 +183,12 @@ class _Sent:
 class Endpoint:
     """One side of a netcode connection over a lossy datagram path. See the module docstring."""
 
-    def __init__(self, config: EndpointConfig | None = None, *, name: str = "") -> None:
+    def __init__(
+        self, config: EndpointConfig | None = None, *, name: str = "", tracer: Tracer | None = None
+    ) -> None:
         self.config = config = config or EndpointConfig()
         self.name = name
+        self._tracer = tracer
         self.counters = Counters()
         self.rtt = RttEstimator()
         self.loss = LossEstimator()
@@ -315,6 +335,8 @@ class Endpoint:
         except ProtocolError as exc:
             counters.datagrams_malformed += 1
             logger.debug("%s: dropped malformed datagram: %s", self.name, exc)
+            if self._tracer is not None:
+                self._tracer("recv", now, {"bytes": len(data), "result": "malformed"})
             return
         sequence = datagram.sequence
         newest = self._received_newest
@@ -322,17 +344,21 @@ class Endpoint:
             distance = seq_diff(sequence, newest)
             if distance > self.config.max_sequence_jump:
                 counters.datagrams_out_of_window += 1
+                self._trace_dropped(sequence, data, "out_of_window", now)
                 return
             if distance == 0:
                 counters.datagrams_duplicate += 1
+                self._trace_dropped(sequence, data, "duplicate", now)
                 return
             if distance < 0:
                 if -distance >= ACK_WINDOW:
                     counters.datagrams_stale += 1
+                    self._trace_dropped(sequence, data, "stale", now)
                     return
                 bit = 1 << (-distance - 1)
                 if self._received_bits & bit:
                     counters.datagrams_duplicate += 1
+                    self._trace_dropped(sequence, data, "duplicate", now)
                     return
                 self._received_bits |= bit
             else:
@@ -343,6 +369,10 @@ class Endpoint:
             self._received_newest = sequence
         counters.datagrams_accepted += 1
         self.last_received_at = now
+        if self._tracer is not None:
+            frames = [[t, len(p)] for t, p in datagram.frames]
+            fields = {"seq": sequence, "bytes": len(data), "result": "accepted", "frames": frames}
+            self._tracer("recv", now, fields)
         if datagram.frames and self._ack_owed_since is None:
             self._ack_owed_since = now
         if datagram.ack is not None:
@@ -381,7 +411,7 @@ class Endpoint:
             sequence, sent = next(iter(in_flight.items()))
             if now < sent.sent_at + timeout:
                 break
-            self._report_lost(sequence)
+            self._report_lost(sequence, now, "timeout")
         self.counters.messages_expired += self._reassembler.expire(now)
 
     # ---------------------------------------------------------------- state
@@ -441,9 +471,12 @@ class Endpoint:
         for frame_type, payload in frames:
             counters.frames_sent[frame_type] += 1
             counters.frame_bytes_sent[frame_type] += len(payload)
+        if self._tracer is not None:
+            sent = [[t, len(p)] for t, p in frames]
+            self._tracer("send", now, {"seq": sequence, "bytes": len(data), "frames": sent})
         if frames:
             if len(self._in_flight) >= self.config.max_in_flight:
-                self._report_lost(next(iter(self._in_flight)))
+                self._report_lost(next(iter(self._in_flight)), now, "overflow")
             self._in_flight[sequence] = _Sent(now, len(data), trackers)
         return data
 
@@ -462,15 +495,20 @@ class Endpoint:
         in_flight = self._in_flight
         sent = in_flight.get(ack)
         if sent is not None:
-            self.rtt.update(now - sent.sent_at)
-            self._report_acked(ack)
+            rtt = self.rtt
+            rtt.update(now - sent.sent_at)
+            self._report_acked(ack, now, rtt.latest)
+            if self._tracer is not None:
+                assert rtt.smoothed is not None  # just updated
+                fields = {"smoothed_ms": rtt.smoothed * 1e3, "variation_ms": rtt.variation * 1e3}
+                self._tracer("rtt", now, fields)
         bits = ack_bits
         offset = 1
         while bits:
             if bits & 1:
                 sequence = (ack - offset) & 0xFFFF
                 if sequence in in_flight:
-                    self._report_acked(sequence)
+                    self._report_acked(sequence, now)
             bits >>= 1
             offset += 1
         if self._peer_newest_ack is None or seq_diff(ack, self._peer_newest_ack) > 0:
@@ -481,25 +519,37 @@ class Endpoint:
             sequence = next(iter(in_flight))
             if seq_diff(newest, sequence) < ACK_WINDOW:
                 break
-            self._report_lost(sequence)
+            self._report_lost(sequence, now, "window")
 
-    def _report_acked(self, sequence: int) -> None:
+    def _report_acked(self, sequence: int, now: float, rtt: float | None = None) -> None:
         sent = self._in_flight.pop(sequence)
         self.counters.datagrams_acked += 1
+        if self._tracer is not None:
+            fields: dict[str, Any] = {"seq": sequence, "bytes": sent.size}
+            if rtt is not None:
+                fields["rtt_ms"] = rtt * 1e3
+            self._tracer("ack", now, fields)
         self.loss.record(False)
         if self.config.datagram_events:
             self._events.append(DatagramAcked(sequence, sent.size, sent.sent_at))
         for tracker in sent.trackers:
             tracker.piece_acked()
 
-    def _report_lost(self, sequence: int) -> None:
+    def _report_lost(self, sequence: int, now: float, reason: str) -> None:
         sent = self._in_flight.pop(sequence)
         self.counters.datagrams_lost += 1
+        if self._tracer is not None:
+            fields = {"seq": sequence, "bytes": sent.size, "reason": reason}
+            self._tracer("lost", now, fields)
         self.loss.record(True)
         if self.config.datagram_events:
             self._events.append(DatagramLost(sequence, sent.size, sent.sent_at))
         for tracker in sent.trackers:
             tracker.lost()
+
+    def _trace_dropped(self, sequence: int, data: bytes, result: str, now: float) -> None:
+        if self._tracer is not None:
+            self._tracer("recv", now, {"seq": sequence, "bytes": len(data), "result": result})
 
     def _dispatch(self, frame_type: int, payload: bytes, sequence: int, now: float) -> None:
         try:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from netcode.core import DeliveryCallback, Endpoint, EndpointConfig, Event
+from netcode.core.endpoint import Tracer
 
 __all__ = ["DatagramConnection", "DatagramLink"]
 
@@ -52,10 +53,11 @@ class DatagramConnection:
         name: str = "",
         clock: Callable[[], float] | None = None,
         on_malformed: Callable[[], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.link = link
-        self.endpoint = Endpoint(config, name=name)
+        self.endpoint = Endpoint(config, name=name, tracer=tracer)
         self._on_event = on_event
         #: called once per datagram the endpoint dropped as malformed
         self.on_malformed = on_malformed

@@ -62,6 +62,10 @@ _EXPORTS: dict[str, str] = {
     "DisconnectedError": "netcode.rooms",
     "MAX_RELIABLE_PAYLOAD_BYTES": "netcode.rooms",
     "MAX_LOSSY_PAYLOAD_BYTES": "netcode.rooms",
+    # RPC
+    "RpcError": "netcode.rooms",
+    "RpcErrorCode": "netcode.rooms",
+    "RpcInvocationData": "netcode.rooms",
 }
 
 __all__ = [
@@ -94,6 +98,9 @@ __all__ = [
     "Room",
     "RoomHost",
     "RoomServer",
+    "RpcError",
+    "RpcErrorCode",
+    "RpcInvocationData",
     "SendQueueFull",
     "ServerParticipant",
     "ServerRoom",
@@ -154,6 +161,9 @@ if TYPE_CHECKING:
         Room,
         RoomHost,
         RoomServer,
+        RpcError,
+        RpcErrorCode,
+        RpcInvocationData,
         ServerParticipant,
         ServerRoom,
         TrackRefused,

@@ -14,6 +14,7 @@ from netcode.rooms.client import (
     Room,
     TrackRefused,
 )
+from netcode.rooms.rpc import RpcError, RpcErrorCode, RpcInvocationData
 from netcode.rooms.server import RoomHost, RoomServer, ServerParticipant, ServerRoom
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "Room",
     "RoomHost",
     "RoomServer",
+    "RpcError",
+    "RpcErrorCode",
+    "RpcInvocationData",
     "ServerParticipant",
     "ServerRoom",
     "TrackRefused",

@@ -41,6 +41,8 @@ from netcode.rooms.protocol import (
     encode_message,
     track_options,
 )
+from netcode.rooms.rpc import RpcClient, RpcHandler
+from netcode.rooms.server import ExtensionChannel
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics, check_topic
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.webrtc import (
@@ -283,6 +285,32 @@ class LocalParticipant:
             track._channel.close()
         track._channel = None
 
+    async def register_rpc_method(self, method: str, handler: RpcHandler) -> None:
+        """Serve RPC ``method``: ``handler(RpcInvocationData)`` returns (or awaits) a str.
+
+        A handler that raises RpcError sends its code; any other exception reaches the
+        caller as APPLICATION_ERROR.
+        """
+        self._room.rpc.register_method(method, handler)
+
+    def unregister_rpc_method(self, method: str) -> None:
+        """Stop serving RPC ``method``."""
+        self._room.rpc.unregister_method(method)
+
+    async def perform_rpc(
+        self,
+        *,
+        destination_identity: str,
+        method: str,
+        payload: str,
+        response_timeout: float = 10.0,
+    ) -> str:
+        """Call ``method`` on another participant and return its response payload.
+
+        Raises RpcError (see RpcErrorCode) if the call fails.
+        """
+        return await self._room.rpc.perform(destination_identity, method, payload, response_timeout)
+
     def _track_answer(self, request_id: int, sid: int | None, reason: str = "") -> None:
         future = self._pending_tracks.get(request_id)
         if future is None or future.done():
@@ -331,6 +359,8 @@ class Room(EventEmitter):
         self.frame_handlers: dict[int, Callable[[bytes], None]] = {}
         #: handlers of EXTENSION messages, by channel: (sender pid, body)
         self.extension_handlers: dict[int, Callable[[int, bytes], None]] = {}
+        #: RPC: the methods this client serves and its calls in flight
+        self.rpc = RpcClient(self, ExtensionChannel.RPC)
         #: malformed messages and frames received from the server
         self.protocol_errors = 0
         self._by_pid: dict[int, RemoteParticipant] = {}
@@ -703,6 +733,7 @@ class Room(EventEmitter):
         self._by_pid.clear()
         self.remote_participants.clear()
         self._orphan_channels.clear()
+        self.rpc.close()
         for local in self.local_participant.tracks.values():
             local._channel = None
         self.local_participant.tracks.clear()

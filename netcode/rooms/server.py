@@ -43,6 +43,7 @@ from netcode.rooms.protocol import (
     encode_message,
     track_options,
 )
+from netcode.rooms.rpc import RpcRouter
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.webrtc import ChannelNotOpen, DataChannel, PeerLink, SignalingServer
@@ -408,6 +409,7 @@ class ServerRoom:
             return
         del self.participants[participant.pid]
         participant.left.set()
+        self.server.rpc.participant_left(participant)
         participant.connection.close()
         for track in list(participant.tracks.values()):
             self.unpublish_track(track)
@@ -551,6 +553,7 @@ class RoomServer:
         #: (RPC, streams); a router raises ProtocolError for a malformed body. Channels with
         #: no router go to the room's host.
         self.extension_routers: dict[int, ExtensionRouter] = {}
+        self.extension_routers[ExtensionChannel.RPC] = self.rpc = RpcRouter(ExtensionChannel.RPC)
         #: protocol errors counted against all participants since start
         self.protocol_errors = 0
         self._signaling = SignalingServer(

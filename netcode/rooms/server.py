@@ -73,6 +73,7 @@ class ExtensionChannel(enum.IntEnum):
     EVENTS = 1  #: game events too large for a datagram (sent reliably, in order)
     RPC = 2
     STREAMS = 3
+    HOST = 4  #: the game host's announcements (tick rate and clock)
 
 
 ExtensionRouter = Callable[["ServerRoom", "ServerParticipant", bytes], None]

@@ -1,0 +1,292 @@
+"""The server-side game host: an authoritative tick loop that replicates worlds to a room.
+
+Theory of operation
+-------------------
+A :class:`GameHost` attaches to one room of a :class:`~netcode.rooms.RoomServer`. It owns
+two replicated worlds: ``world`` goes out on the ``position`` topic every tick, and
+``environment`` on the ``environment`` topic every ``environment_every`` ticks (slower
+state: light, weather, hazards). Each tick it
+
+1. calls ``on_tick(tick, dt)``, where the game moves its entities;
+2. for each participant and each world it is subscribed to, encodes a snapshot with that
+   participant's own :class:`~netcode.replication.SnapshotEncoder` (deltas against what that
+   participant acknowledged) and sends each part as a SNAPSHOT frame. A part still queued
+   when the next tick's part of the same index is sent is superseded, and one not sent
+   within two ticks expires: when the link is backed up, stale snapshots are dropped, never
+   delivered late. Every part's fate (ACKED or LOST, exactly once) goes back to its encoder;
+3. sends an INPUT_ACK frame: the last input of that participant applied before the snapshot.
+
+Inputs arrive as INPUT frames, are deduplicated per participant and handed to
+``on_input(participant, tick, data)`` once each, in order; the game should apply an input
+when it gets it (the host counts it applied then). A SNAPSHOT frame's payload is
+``pid: u16 (0), topic_id: u16, flags: u8, [topic name], part`` (the lossy DATA layout of
+the rooms protocol, so the topic's name crosses the wire once); the part is described in
+docs/REPLICATION.md.
+
+When a participant joins it gets a HELLO on the HOST extension channel with the tick rate and
+the server-clock time of tick 0, so the client can place every tick on the server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from netcode.core import Delivery
+from netcode.errors import ProtocolError
+from netcode.replication import ClientView, SchemaRegistry, SnapshotEncoder, World
+from netcode.replication.inputs import InputReceiver, encode_input_ack
+from netcode.rooms.protocol import encode_lossy_down
+from netcode.rooms.server import ExtensionChannel, RoomHost, ServerParticipant, ServerRoom
+from netcode.wire import MAX_FRAME_PAYLOAD_BYTES, FrameType
+
+__all__ = ["HELLO", "GameHost", "HostedClient", "decode_hello_untrusted"]
+
+logger = logging.getLogger(__name__)
+
+#: HELLO body: tick rate (Hz), server-clock time of tick 0, current tick.
+HELLO = struct.Struct("!ddI")
+
+
+def decode_hello_untrusted(body: bytes) -> tuple[float, float, int]:
+    if len(body) != HELLO.size:
+        raise ProtocolError(f"HELLO of {len(body)} bytes, expected {HELLO.size}")
+    tick_rate, epoch, tick = HELLO.unpack(body)
+    if not 0 < tick_rate <= 1000 or epoch != epoch:
+        raise ProtocolError("HELLO carries an impossible tick rate or clock")
+    return tick_rate, epoch, tick
+
+
+class HostedClient:
+    """What the host keeps per participant."""
+
+    def __init__(self, participant: ServerParticipant) -> None:
+        self.participant = participant
+        self.encoders: dict[str, SnapshotEncoder] = {}
+        self.inputs = InputReceiver()
+        self.snapshot_bytes = 0  #: bytes of SNAPSHOT frames sent to this client
+        self.parts_sent = 0
+        self.parts_lost = 0
+
+
+class GameHost(RoomHost):
+    """An authoritative tick loop replicating ``world`` and ``environment`` to a room."""
+
+    def __init__(
+        self,
+        *,
+        tick_rate: float = 30.0,
+        environment_every: int = 6,
+        registry: SchemaRegistry | None = None,
+        history_depth: int = 32,
+        budget_bytes_per_tick: int | None = None,
+        view_factory: Callable[[ServerParticipant], ClientView] | None = None,
+    ) -> None:
+        if not 0 < tick_rate <= 240:
+            raise ValueError(f"tick_rate must be within (0, 240], got {tick_rate}")
+        self.tick_rate = tick_rate
+        self.environment_every = environment_every
+        self.registry = registry
+        self.history_depth = history_depth
+        self.budget_bytes_per_tick = budget_bytes_per_tick
+        self.view_factory = view_factory
+        self.world = World(registry)
+        self.environment = World(registry)
+        self.clients: dict[int, HostedClient] = {}
+        self.tick = 0
+        self.epoch = 0.0
+        self.room: ServerRoom | None = None
+        #: processing time of recent ticks, milliseconds
+        self.tick_durations_ms: deque[float] = deque(maxlen=20_000)
+        #: process CPU time of recent ticks, milliseconds
+        self.tick_cpu_ms: deque[float] = deque(maxlen=20_000)
+        #: ticks that started more than one interval late, and ticks skipped to catch up
+        self.ticks_late = 0
+        self.ticks_skipped = 0
+        self.ticks_run = 0
+        self._task: asyncio.Task[None] | None = None
+        # game callbacks: assign or override
+        self.on_tick: Callable[[int, float], None] = lambda tick, dt: None
+        self.on_input: Callable[[ServerParticipant, int, bytes], None] = lambda p, t, d: None
+        self.on_join: Callable[[ServerParticipant], None] = lambda p: None
+        self.on_leave: Callable[[ServerParticipant], None] = lambda p: None
+        self.on_frame: Callable[[ServerParticipant, int, bytes], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach(self, room: ServerRoom) -> None:
+        """Attach to ``room`` and start ticking (call from the event loop)."""
+        self.room = room
+        loop = asyncio.get_running_loop()
+        self.epoch = loop.time()
+        room.attach_host(self)
+        self._task = loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.tick_rate
+
+    # ------------------------------------------------------------------ RoomHost
+
+    def participant_joined(self, participant: ServerParticipant) -> None:
+        self.clients[participant.pid] = HostedClient(participant)
+        loop_time = asyncio.get_running_loop().time()
+        current = int((loop_time - self.epoch) * self.tick_rate)
+        participant.send_extension(
+            ExtensionChannel.HOST, HELLO.pack(self.tick_rate, self.epoch, current)
+        )
+        self.on_join(participant)
+
+    def participant_left(self, participant: ServerParticipant) -> None:
+        if self.clients.pop(participant.pid, None) is not None:
+            self.on_leave(participant)
+
+    def frame_received(self, participant: ServerParticipant, frame_type: int, data: bytes) -> None:
+        client = self.clients.get(participant.pid)
+        if client is None:
+            return
+        if frame_type == FrameType.INPUT:
+            for tick, payload in client.inputs.receive(data):
+                self.on_input(participant, tick, payload)
+                client.inputs.last_applied = tick
+        elif self.on_frame is not None:
+            self.on_frame(participant, frame_type, data)
+        else:
+            raise ProtocolError(f"unexpected frame type {frame_type} for the game host")
+
+    # ------------------------------------------------------------------ ticking
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.interval
+        self.tick = int((loop.time() - self.epoch) * self.tick_rate)
+        while True:
+            due = self.epoch + self.tick * interval
+            now = loop.time()
+            if now < due:
+                await asyncio.sleep(due - now)
+                now = loop.time()
+            late = now - due
+            if late > interval:
+                self.ticks_late += 1
+                if late > 4 * interval:  # far behind: skip ticks rather than run a burst
+                    skip = int(late / interval)
+                    self.tick += skip
+                    self.ticks_skipped += skip
+            try:
+                self.run_tick(now)
+            except Exception:
+                logger.exception("tick %d failed", self.tick)
+            self.tick += 1
+
+    def run_tick(self, now: float) -> None:
+        """Run one tick at loop time ``now``: the game's update, then snapshots."""
+        started, cpu_started = time.perf_counter(), time.process_time()
+        tick = self.tick
+        self.on_tick(tick, self.interval)
+        expires = now + 2 * self.interval
+        streams: list[tuple[str, World]] = [("position", self.world)]
+        if tick % self.environment_every == 0:
+            streams.append(("environment", self.environment))
+        for client in list(self.clients.values()):
+            participant = client.participant
+            if participant.left.is_set():
+                continue
+            for topic, world in streams:
+                if participant.subscribes_to(topic):
+                    self._send_snapshot(client, topic, world, tick, expires)
+                else:
+                    client.encoders.pop(topic, None)
+            participant.send_frame(
+                FrameType.INPUT_ACK, encode_input_ack(tick, client.inputs.last_applied)
+            )
+        self.ticks_run += 1
+        self.tick_durations_ms.append((time.perf_counter() - started) * 1e3)
+        self.tick_cpu_ms.append((time.process_time() - cpu_started) * 1e3)
+
+    def _send_snapshot(
+        self, client: HostedClient, topic: str, world: World, tick: int, expires: float
+    ) -> None:
+        participant = client.participant
+        encoder = client.encoders.get(topic)
+        topic_id, inline = participant.topics_out.lossy_ref(topic)
+        if encoder is None:
+            view = self.view_factory(participant) if self.view_factory else ClientView()
+            if self.budget_bytes_per_tick is not None:
+                view.budget_bytes_per_tick = self.budget_bytes_per_tick
+            encoder = client.encoders[topic] = SnapshotEncoder(
+                world,
+                view,
+                # room for the frame's topic header and the topic's name inline
+                max_part_bytes=MAX_FRAME_PAYLOAD_BYTES - 6 - len(topic.encode()),
+                history_depth=self.history_depth,
+            )
+        topics = participant.topics_out
+        for index, part in enumerate(encoder.encode(tick)):
+            payload = encode_lossy_down(0, topic_id, inline, False, part.payload)
+
+            def delivered(
+                result: Delivery,
+                encoder: SnapshotEncoder = encoder,
+                part_id: int = part.part_id,
+                named: bool = inline is not None,
+            ) -> None:
+                acked = result is Delivery.ACKED
+                if acked and named:
+                    topics.confirm(topic_id)
+                if not acked:
+                    client.parts_lost += 1
+                encoder.on_part_delivered(part_id, acked)
+
+            participant.send_frame(
+                FrameType.SNAPSHOT,
+                payload,
+                on_delivery=delivered,
+                supersede_key=("snapshot", topic, index),
+                expires_at=expires,
+            )
+            client.snapshot_bytes += len(payload)
+            client.parts_sent += 1
+
+    # ------------------------------------------------------------------ statistics
+
+    def tick_stats(self) -> dict[str, Any]:
+        """Tick duration percentiles and whether the tick rate was held."""
+        durations = sorted(self.tick_durations_ms)
+        cpu = sorted(self.tick_cpu_ms)
+
+        def pct(values: list[float], p: float) -> float | None:
+            return values[min(len(values) - 1, int(len(values) * p))] if values else None
+
+        late_fraction = self.ticks_late / self.ticks_run if self.ticks_run else 0.0
+        return {
+            "ticks": self.ticks_run,
+            "tick_rate_hz": self.tick_rate,
+            "tick_p50_ms": pct(durations, 0.50),
+            "tick_p99_ms": pct(durations, 0.99),
+            "cpu_per_tick_ms": sum(cpu) / len(cpu) if cpu else None,
+            "ticks_late": self.ticks_late,
+            "ticks_skipped": self.ticks_skipped,
+            # held: no ticks skipped, at most 1% late, and p99 work fits in the interval
+            "tick_rate_held": self.ticks_skipped == 0
+            and late_fraction <= 0.01
+            and (pct(durations, 0.99) or 0.0) < 1000 * self.interval,
+        }

@@ -1,0 +1,253 @@
+"""The client's view of a game host's replicated world: a :class:`Replica` per topic.
+
+A Replica decodes the SNAPSHOT frames of one topic (``position`` by default) into entities,
+places every tick on the server's clock (from the host's HELLO and the connection's
+measured clock offset), and renders remote entities interpolated ``interpolation_delay``
+seconds in the past. It also sends the local player's inputs, redundantly, and reports the
+last input the server applied for each snapshot tick, which is what
+:class:`~netcode.replication.Predictor` needs to reconcile the local player.
+
+Every Room has one hub that decodes every snapshot topic from the first part on, whether
+or not a Replica has been created for it yet: the server counts a part as delivered once
+its datagram is acknowledged, so a part must never be dropped on arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from netcode.replication import (
+    DEFAULT_REGISTRY,
+    EntityDespawned,
+    EntitySpawned,
+    SchemaRegistry,
+    SnapshotDecoder,
+)
+from netcode.replication.clock import ServerClock, TickTimeline
+from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
+from netcode.replication.interpolation import sample
+from netcode.rooms.client import Room
+from netcode.rooms.emitter import EventEmitter
+from netcode.rooms.host import decode_hello_untrusted
+from netcode.rooms.protocol import decode_lossy_down_untrusted
+from netcode.rooms.server import ExtensionChannel
+from netcode.wire import FrameType
+
+__all__ = ["Replica"]
+
+
+class _Hub:
+    """Per room: decoders per snapshot topic, the tick timeline and input acks."""
+
+    def __init__(self, room: Room, registry: SchemaRegistry) -> None:
+        self.room = room
+        self.registry = registry
+        self.decoders: dict[str, SnapshotDecoder] = {}
+        self.replicas: dict[str, Replica] = {}
+        self.timeline: TickTimeline | None = None
+        self.input_acks: dict[int, int | None] = {}
+        self._ack_order: deque[int] = deque()
+        self.history_depth = 32
+        room.frame_handlers[FrameType.SNAPSHOT] = self._on_snapshot
+        room.frame_handlers[FrameType.INPUT_ACK] = self._on_input_ack
+        room.extension_handlers[ExtensionChannel.HOST] = self._on_hello
+
+    def decoder(self, topic: str) -> SnapshotDecoder:
+        decoder = self.decoders.get(topic)
+        if decoder is None:
+            decoder = self.decoders[topic] = SnapshotDecoder(
+                self.registry, history_depth=self.history_depth
+            )
+        return decoder
+
+    def _on_snapshot(self, payload: bytes) -> None:
+        _, topic_id, inline, _, part = decode_lossy_down_untrusted(payload)
+        topic = self.room._topics_in.resolve(topic_id, inline)
+        decoder = self.decoder(topic)
+        received = decoder.receive_part(part)
+        replica = self.replicas.get(topic)
+        if replica is not None:
+            replica._on_part(received.tick, len(payload), received.part_count)
+        else:
+            while decoder.next_event() is not None:
+                pass
+
+    def _on_input_ack(self, payload: bytes) -> None:
+        snapshot_tick, last_input = decode_input_ack_untrusted(payload)
+        if snapshot_tick not in self.input_acks:
+            self._ack_order.append(snapshot_tick)
+            if len(self._ack_order) > 256:
+                self.input_acks.pop(self._ack_order.popleft(), None)
+        self.input_acks[snapshot_tick] = last_input
+        if last_input is not None:
+            for replica in self.replicas.values():
+                replica.inputs.acknowledge(last_input)
+
+    def _on_hello(self, sender_pid: int, body: bytes) -> None:
+        tick_rate, epoch, _ = decode_hello_untrusted(body)
+        self.timeline = TickTimeline(tick_rate, epoch)
+
+
+def _hub(room: Room, registry: SchemaRegistry | None) -> _Hub:
+    hub: _Hub | None = getattr(room, "_replication_hub", None)
+    if hub is None:
+        hub = _Hub(room, registry or DEFAULT_REGISTRY)
+        room._replication_hub = hub  # type: ignore[attr-defined]
+    return hub
+
+
+def install(room: Room, registry: SchemaRegistry | None = None) -> None:
+    """Start decoding snapshots in ``room`` (call before ``connect``; Replica does it too)."""
+    _hub(room, registry)
+
+
+class Replica(EventEmitter):
+    """Entities replicated on one topic, as this client sees them.
+
+    Events: ``spawned(entity_id, entity)``, ``despawned(entity_id)``, ``snapshot(tick)``.
+    """
+
+    EVENTS = frozenset({"spawned", "despawned", "snapshot"})
+
+    def __init__(
+        self,
+        room: Room,
+        *,
+        topic: str = "position",
+        registry: SchemaRegistry | None = None,
+        interpolation_delay: float = 0.1,
+        max_extrapolation: float = 0.1,
+        input_redundancy: int = 8,
+    ) -> None:
+        super().__init__()
+        self.room = room
+        self.topic = topic
+        self.hub = _hub(room, registry)
+        if topic in self.hub.replicas:
+            raise ValueError(f"room already has a Replica for topic {topic!r}")
+        self.hub.replicas[topic] = self
+        self.interpolation_delay = interpolation_delay
+        self.max_extrapolation = max_extrapolation
+        self.clock = ServerClock()
+        self.inputs = InputSender(redundancy=input_redundancy)
+        self.latest_tick: int | None = None
+        #: (tick, bytes, parts) of recent snapshots, for the net graph
+        self._snapshots: deque[list[int]] = deque(maxlen=64)
+        self.snapshots_received = 0
+
+    @property
+    def decoder(self) -> SnapshotDecoder:
+        return self.hub.decoder(self.topic)
+
+    # ------------------------------------------------------------------ state
+
+    def entity_ids(self) -> list[int]:
+        return self.decoder.entity_ids()
+
+    def get(self, entity_id: int) -> Any:
+        """The newest state received of an entity."""
+        return self.decoder.get(entity_id)
+
+    def entities(self) -> dict[int, Any]:
+        """Every entity at its newest received state."""
+        decoder = self.decoder
+        return {eid: decoder.get(eid) for eid in decoder.entity_ids()}
+
+    def server_time(self, local_now: float | None = None) -> float | None:
+        """The server's clock now, as estimated from the connection's pings."""
+        now = self._now() if local_now is None else local_now
+        connection = self.room.connection
+        if connection is not None:
+            self.clock.update(now, connection.endpoint.clock.offset)
+        return self.clock.server_time(now)
+
+    def render_tick(self, local_now: float | None = None) -> float | None:
+        """The fractional tick to render remote entities at (server time minus the delay)."""
+        timeline = self.hub.timeline
+        server_now = self.server_time(local_now)
+        if timeline is None or server_now is None:
+            return None
+        return timeline.tick_at(server_now - self.interpolation_delay)
+
+    def interpolated(self, local_now: float | None = None) -> dict[int, Any]:
+        """Every entity at the render time, interpolated between received states."""
+        decoder = self.decoder
+        tick = self.render_tick(local_now)
+        if tick is None:
+            return self.entities()
+        timeline = self.hub.timeline
+        assert timeline is not None
+        max_ticks = self.max_extrapolation * timeline.tick_rate
+        registry = self.hub.registry
+        out = {}
+        for eid in decoder.entity_ids():
+            schema = registry[decoder.type_id(eid)]
+            out[eid] = sample(
+                schema,
+                decoder.history(eid),
+                tick,
+                max_extrapolation_ticks=max_ticks,
+                decode=schema.from_slots,
+            )
+        return out
+
+    def last_input_applied(self, snapshot_tick: int) -> int | None:
+        """The last input the server had applied when it took the snapshot of that tick."""
+        return self.hub.input_acks.get(snapshot_tick)
+
+    def buffer_depth_ms(self, local_now: float | None = None) -> float | None:
+        """How far the newest snapshot is ahead of the render time (interpolation cushion)."""
+        tick = self.render_tick(local_now)
+        timeline = self.hub.timeline
+        if tick is None or timeline is None or self.latest_tick is None:
+            return None
+        return (self.latest_tick - tick) / timeline.tick_rate * 1000
+
+    def snapshot_stats(self) -> dict[str, float]:
+        """Mean bytes and datagrams per snapshot over the recent ones."""
+        recent = list(self._snapshots)
+        if not recent:
+            return {"snapshot_bytes": 0.0, "datagrams_per_snapshot": 0.0}
+        return {
+            "snapshot_bytes": sum(r[1] for r in recent) / len(recent),
+            "datagrams_per_snapshot": sum(r[2] for r in recent) / len(recent),
+        }
+
+    # ------------------------------------------------------------------ inputs
+
+    def send_input(self, tick: int, data: bytes) -> None:
+        """Send the local player's input for ``tick`` (with the recent unacknowledged ones)."""
+        payload = self.inputs.add(tick, data)
+        # Each INPUT frame repeats the unacknowledged inputs, so a newer one supersedes it.
+        self.room.send_frame(FrameType.INPUT, payload, supersede_key=("input", self.topic))
+
+    def acknowledge_inputs(self, last_applied_tick: int) -> None:
+        self.inputs.acknowledge(last_applied_tick)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _on_part(self, tick: int, size: int, parts: int) -> None:
+        recent = self._snapshots
+        if recent and recent[-1][0] == tick:
+            recent[-1][1] += size
+            recent[-1][2] += 1
+        else:
+            recent.append([tick, size, 1])
+            self.snapshots_received += 1
+        new_tick = self.latest_tick is None or tick > self.latest_tick
+        if new_tick:
+            self.latest_tick = tick
+        decoder = self.decoder
+        while (event := decoder.next_event()) is not None:
+            if isinstance(event, EntitySpawned):
+                self.emit("spawned", event.entity_id, decoder.get(event.entity_id))
+            elif isinstance(event, EntityDespawned):
+                self.emit("despawned", event.entity_id)
+        if new_tick:
+            self.emit("snapshot", tick)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()

@@ -45,6 +45,7 @@ from netcode.rooms.protocol import (
 )
 from netcode.rooms.rpc import RpcRouter
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics
+from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.webrtc import ChannelNotOpen, DataChannel, PeerLink, SignalingServer
 from netcode.wire import FrameType
@@ -158,13 +159,19 @@ class ServerParticipant:
         self.metadata = claims.metadata
         self.link = link
         self.server = server
+        #: the server's trace (records of this participant are tagged with its identity)
+        self.trace = trace = server.trace
         self.connection = DatagramConnection(
             link,
             self._on_event,
             config=server.endpoint_config,
             name=link.name,
             on_malformed=lambda: self.protocol_error("malformed datagram"),
+            tracer=None if trace is None else trace.tracer(self.identity),
         )
+        if trace is not None:
+            fields = {"room": room.name, "pid": pid}
+            trace.record("open", self.connection.now(), fields, conn=self.identity)
         self.subscriptions: frozenset[str] | None = None  # None: every topic
         self.topics_in = IncomingTopics()
         self.topics_out = OutgoingTopics()
@@ -228,6 +235,7 @@ class ServerParticipant:
                 )
             except SendQueueFull:
                 self.lossy_dropped += 1  # this client cannot keep up: lossy data is expendable
+                return
         else:
             topic_id, new = self.topics_out.bind(topic)
             if new:
@@ -240,10 +248,24 @@ class ServerParticipant:
                 destinations=[],
                 payload=payload,
             )
+        self.trace_topic("topic_send", topic, len(payload), lossy)
 
-    def send_frame(self, frame_type: int, payload: bytes, **options: Any) -> None:
-        """Send a frame of a higher layer to this client (see Endpoint.send_frame)."""
+    def send_frame(
+        self, frame_type: int, payload: bytes, *, topic: str = "", **options: Any
+    ) -> None:
+        """Send a frame of a higher layer to this client (see Endpoint.send_frame).
+
+        ``topic`` only labels the frame's bytes in the trace (a host's snapshots, say).
+        """
         self.connection.send_frame(frame_type, payload, **options)
+        if topic:
+            self.trace_topic("topic_send", topic, len(payload), True)
+
+    def trace_topic(self, kind: str, topic: str, nbytes: int, lossy: bool) -> None:
+        """Record ``topic_send`` / ``topic_recv`` of ``nbytes`` on ``topic``, if tracing."""
+        if self.trace is not None:
+            fields = {"topic": topic, "bytes": nbytes, "lossy": lossy}
+            self.trace.record(kind, self.connection.now(), fields, conn=self.identity)
 
     def send_extension(self, channel: int, body: bytes, sender_pid: int = 0) -> None:
         self.send_message(Kind.EXTENSION, channel=channel, pid=sender_pid, body=body)
@@ -410,6 +432,9 @@ class ServerRoom:
             return
         del self.participants[participant.pid]
         participant.left.set()
+        if participant.trace is not None:
+            now = participant.connection.now()
+            participant.trace.record("close", now, conn=participant.identity)
         self.server.rpc.participant_left(participant)
         participant.connection.close()
         for track in list(participant.tracks.values()):
@@ -435,6 +460,7 @@ class ServerRoom:
         lossy: bool,
     ) -> None:
         """Relay a data packet from ``sender`` to its destinations (default: everyone else)."""
+        sender.trace_topic("topic_recv", topic, len(payload), lossy)
         wanted = set(destinations)
         for target in list(self.participants.values()):
             if target is sender or (wanted and target.pid not in wanted):
@@ -534,6 +560,10 @@ class RoomServer:
         await server.start("127.0.0.1", 7880)
         ...
         await server.stop()
+
+    ``trace`` (a path, opened at start and closed at stop, or a
+    :class:`~netcode.trace.TraceWriter`) records every connection's datagrams, acks, losses,
+    RTT and data per topic; a game host adds its ``tick`` records to :attr:`trace`.
     """
 
     def __init__(
@@ -544,8 +574,10 @@ class RoomServer:
         endpoint_config: EndpointConfig | None = None,
         max_protocol_errors: int = 20,
         max_participants: int = DEFAULT_MAX_PARTICIPANTS,
+        trace: TraceTarget = None,
     ) -> None:
         self.verifier = TokenVerifier(api_key, api_secret)
+        self._trace = TraceSink(trace)
         self.endpoint_config = endpoint_config
         self.max_protocol_errors = max_protocol_errors
         self.max_participants = max_participants
@@ -566,8 +598,14 @@ class RoomServer:
         """Base URL clients pass to ``Room.connect`` (after start)."""
         return self._signaling.url
 
+    @property
+    def trace(self) -> TraceWriter | None:
+        """The trace being recorded (None if not tracing): ``trace.record("tick", now, {...})``."""
+        return self._trace.writer
+
     async def start(self, host: str = "127.0.0.1", port: int = 7880) -> None:
         """Listen for clients on ``host``:``port`` (port 0 picks a free one)."""
+        self._trace.open()
         await self._signaling.start(host, port)
 
     async def stop(self) -> None:
@@ -577,6 +615,7 @@ class RoomServer:
                 room.host.close()
         await self._signaling.stop()
         self.rooms.clear()
+        self._trace.close()
 
     async def __aenter__(self) -> RoomServer:
         return self

@@ -44,6 +44,7 @@ from netcode.rooms.protocol import (
 from netcode.rooms.rpc import RpcClient, RpcHandler
 from netcode.rooms.server import ExtensionChannel
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics, check_topic
+from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.webrtc import (
     ChannelNotOpen,
@@ -329,6 +330,10 @@ class Room(EventEmitter):
     ``track_published(RemoteDataTrack, RemoteParticipant)``, ``track_unpublished(...)``,
     ``track_subscribed(RemoteDataTrack, RemoteParticipant)``, ``track_unsubscribed(...)``,
     ``connection_state_changed(ConnectionState)``, ``disconnected(reason: str)``.
+
+    ``trace`` (a path, opened at connect and closed at disconnect, appended to when the room
+    connects again, or a :class:`~netcode.trace.TraceWriter`) records the connection's
+    datagrams, acks, losses, RTT and data per topic, tagged with this client's identity.
     """
 
     EVENTS = frozenset(
@@ -345,8 +350,12 @@ class Room(EventEmitter):
         }
     )
 
-    def __init__(self, *, endpoint_config: EndpointConfig | None = None) -> None:
+    def __init__(
+        self, *, endpoint_config: EndpointConfig | None = None, trace: TraceTarget = None
+    ) -> None:
         super().__init__()
+        self._trace = TraceSink(trace)
+        self._trace_conn = ""
         self.name = ""
         self.local_participant = LocalParticipant(self)
         #: other participants, by identity
@@ -398,13 +407,17 @@ class Room(EventEmitter):
             async with asyncio.timeout(timeout):
                 self.link = link = await connect_peer(url, token, timeout=timeout, room=room)
                 self._joined = asyncio.get_running_loop().create_future()
+                writer = self._trace.open()
+                self._trace_conn = str(link.server_info.get("identity") or link.name)
                 self.connection = DatagramConnection(
                     link,
                     self._on_event,
                     config=self.endpoint_config,
                     name=link.name,
                     on_malformed=self._protocol_error,
+                    tracer=None if writer is None else writer.tracer(self._trace_conn),
                 )
+                self._trace_record("open", {"room": link.server_info.get("room", room)})
                 link.on_channel(self._on_channel)
                 link.on_reliable(self._on_reliable)
                 link.on_state_change(self._on_link_state)
@@ -436,6 +449,16 @@ class Room(EventEmitter):
         """Receive only these topics (None: all). Untopiced packets always arrive."""
         self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
         self._send(Kind.SUBSCRIBE, all=topics is None, topics=self._subscriptions or [])
+
+    @property
+    def trace(self) -> TraceWriter | None:
+        """The trace being recorded (None if not tracing)."""
+        return self._trace.writer
+
+    def _trace_record(self, kind: str, fields: dict[str, Any] | None = None) -> None:
+        writer = self._trace.writer
+        if writer is not None:
+            writer.record(kind, writer.now(), fields, conn=self._trace_conn)
 
     def stats(self) -> ConnectionStats:
         """Statistics of the lossy channel (RTT, loss, bytes)."""
@@ -512,6 +535,7 @@ class Room(EventEmitter):
                 destinations=destinations,
                 payload=data,
             )
+            self._trace_record("topic_send", {"topic": topic, "bytes": len(data), "lossy": False})
             return
         if len(data) > MAX_LOSSY_PAYLOAD_BYTES:
             raise ValueError(
@@ -538,6 +562,7 @@ class Room(EventEmitter):
             on_delivery=on_delivery,
             expires_at=connection.now() + LOSSY_DATA_MAX_AGE_S,
         )
+        self._trace_record("topic_send", {"topic": topic, "bytes": len(data), "lossy": True})
 
     # ------------------------------------------------------------------ receiving
 
@@ -576,6 +601,8 @@ class Room(EventEmitter):
         participant = self._by_pid.get(pid)
         if pid and participant is None:
             return  # from someone who already left
+        lossy = kind is DataPacketKind.LOSSY
+        self._trace_record("topic_recv", {"topic": topic, "bytes": len(payload), "lossy": lossy})
         if text:
             try:
                 data: bytes | str = payload.decode()
@@ -722,6 +749,8 @@ class Room(EventEmitter):
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+            self._trace_record("close")
+        self._trace.close()
         link, self.link = self.link, None
         if link is not None:
             await link.close()

@@ -66,13 +66,21 @@ _EXPORTS: dict[str, str] = {
     "RpcError": "netcode.rooms",
     "RpcErrorCode": "netcode.rooms",
     "RpcInvocationData": "netcode.rooms",
+    # streams
+    "MAX_STREAM_BYTES": "netcode.rooms",
+    "ByteStreamReader": "netcode.rooms",
+    "StreamError": "netcode.rooms",
+    "StreamInfo": "netcode.rooms",
+    "TextStreamReader": "netcode.rooms",
 }
 
 __all__ = [
     "MAX_DATAGRAM_BYTES",
     "MAX_LOSSY_PAYLOAD_BYTES",
     "MAX_RELIABLE_PAYLOAD_BYTES",
+    "MAX_STREAM_BYTES",
     "AccessToken",
+    "ByteStreamReader",
     "Claims",
     "ConnectError",
     "ConnectTimeout",
@@ -104,6 +112,9 @@ __all__ = [
     "SendQueueFull",
     "ServerParticipant",
     "ServerRoom",
+    "StreamError",
+    "StreamInfo",
+    "TextStreamReader",
     "TokenError",
     "TokenExpired",
     "TokenNotYetValid",
@@ -150,6 +161,8 @@ if TYPE_CHECKING:
     from netcode.rooms import (
         MAX_LOSSY_PAYLOAD_BYTES,
         MAX_RELIABLE_PAYLOAD_BYTES,
+        MAX_STREAM_BYTES,
+        ByteStreamReader,
         ConnectionState,
         DataPacket,
         DataPacketKind,
@@ -166,6 +179,9 @@ if TYPE_CHECKING:
         RpcInvocationData,
         ServerParticipant,
         ServerRoom,
+        StreamError,
+        StreamInfo,
+        TextStreamReader,
         TrackRefused,
     )
     from netcode.transport.webrtc import ConnectError, ConnectTimeout

@@ -16,10 +16,19 @@ from netcode.rooms.client import (
 )
 from netcode.rooms.rpc import RpcError, RpcErrorCode, RpcInvocationData
 from netcode.rooms.server import RoomHost, RoomServer, ServerParticipant, ServerRoom
+from netcode.rooms.streams import (
+    MAX_STREAM_BYTES,
+    ByteStreamReader,
+    StreamError,
+    StreamInfo,
+    TextStreamReader,
+)
 
 __all__ = [
     "MAX_LOSSY_PAYLOAD_BYTES",
     "MAX_RELIABLE_PAYLOAD_BYTES",
+    "MAX_STREAM_BYTES",
+    "ByteStreamReader",
     "ConnectionState",
     "DataPacket",
     "DataPacketKind",
@@ -36,5 +45,8 @@ __all__ = [
     "RpcInvocationData",
     "ServerParticipant",
     "ServerRoom",
+    "StreamError",
+    "StreamInfo",
+    "TextStreamReader",
     "TrackRefused",
 ]

@@ -21,6 +21,7 @@ import asyncio
 import enum
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,6 +44,13 @@ from netcode.rooms.protocol import (
 )
 from netcode.rooms.rpc import RpcClient, RpcHandler
 from netcode.rooms.server import ExtensionChannel
+from netcode.rooms.streams import (
+    ByteStreamHandler,
+    StreamInfo,
+    StreamProgress,
+    StreamsClient,
+    TextStreamHandler,
+)
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics, check_topic
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
@@ -312,6 +320,67 @@ class LocalParticipant:
         """
         return await self._room.rpc.perform(destination_identity, method, payload, response_timeout)
 
+    async def send_text(
+        self,
+        text: str,
+        *,
+        topic: str = "",
+        destination_identities: Iterable[str] = (),
+        on_progress: StreamProgress | None = None,
+    ) -> StreamInfo:
+        """Send ``text`` as a stream (any length up to MAX_STREAM_BYTES of UTF-8).
+
+        Returns once every receiver has it; raises StreamError if the stream was cut (a
+        receiver's cap, the sender or a receiver disconnecting...).
+        ``on_progress(sent_bytes, total_bytes)`` follows the sending.
+        """
+        return await self._room.streams.send_text(
+            text,
+            topic=topic,
+            destination_identities=destination_identities,
+            on_progress=on_progress,
+        )
+
+    async def send_bytes(
+        self,
+        data: bytes,
+        *,
+        name: str = "",
+        mime_type: str = "application/octet-stream",
+        topic: str = "",
+        destination_identities: Iterable[str] = (),
+        on_progress: StreamProgress | None = None,
+    ) -> StreamInfo:
+        """Send ``data`` as a byte stream (see send_text)."""
+        return await self._room.streams.send_bytes(
+            data,
+            name=name,
+            mime_type=mime_type,
+            topic=topic,
+            destination_identities=destination_identities,
+            on_progress=on_progress,
+        )
+
+    async def send_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        topic: str = "",
+        name: str | None = None,
+        mime_type: str | None = None,
+        destination_identities: Iterable[str] = (),
+        on_progress: StreamProgress | None = None,
+    ) -> StreamInfo:
+        """Send a file as a byte stream, with its name and MIME type (see send_text)."""
+        return await self._room.streams.send_file(
+            path,
+            topic=topic,
+            name=name,
+            mime_type=mime_type,
+            destination_identities=destination_identities,
+            on_progress=on_progress,
+        )
+
     def _track_answer(self, request_id: int, sid: int | None, reason: str = "") -> None:
         future = self._pending_tracks.get(request_id)
         if future is None or future.done():
@@ -370,6 +439,8 @@ class Room(EventEmitter):
         self.extension_handlers: dict[int, Callable[[int, bytes], None]] = {}
         #: RPC: the methods this client serves and its calls in flight
         self.rpc = RpcClient(self, ExtensionChannel.RPC)
+        #: streams: handlers by topic, streams being sent and received
+        self.streams = StreamsClient(self, ExtensionChannel.STREAMS)
         #: malformed messages and frames received from the server
         self.protocol_errors = 0
         self._by_pid: dict[int, RemoteParticipant] = {}
@@ -465,6 +536,14 @@ class Room(EventEmitter):
         if self.connection is None:
             raise DisconnectedError("room is not connected")
         return self.connection.endpoint.stats()
+
+    def register_text_stream_handler(self, topic: str, handler: TextStreamHandler) -> None:
+        """Receive text streams on ``topic``: ``handler(TextStreamReader, sender_identity)``."""
+        self.streams.register_text_handler(topic, handler)
+
+    def register_byte_stream_handler(self, topic: str, handler: ByteStreamHandler) -> None:
+        """Receive byte streams on ``topic``: ``handler(ByteStreamReader, sender_identity)``."""
+        self.streams.register_byte_handler(topic, handler)
 
     def participant_by_pid(self, pid: int) -> RemoteParticipant | None:
         return self._by_pid.get(pid)
@@ -763,6 +842,7 @@ class Room(EventEmitter):
         self.remote_participants.clear()
         self._orphan_channels.clear()
         self.rpc.close()
+        self.streams.close()
         for local in self.local_participant.tracks.values():
             local._channel = None
         self.local_participant.tracks.clear()

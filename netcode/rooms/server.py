@@ -44,6 +44,7 @@ from netcode.rooms.protocol import (
     track_options,
 )
 from netcode.rooms.rpc import RpcRouter
+from netcode.rooms.streams import StreamRouter
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
@@ -436,6 +437,7 @@ class ServerRoom:
             now = participant.connection.now()
             participant.trace.record("close", now, conn=participant.identity)
         self.server.rpc.participant_left(participant)
+        self.server.streams.participant_left(participant)
         participant.connection.close()
         for track in list(participant.tracks.values()):
             self.unpublish_track(track)
@@ -587,6 +589,9 @@ class RoomServer:
         #: no router go to the room's host.
         self.extension_routers: dict[int, ExtensionRouter] = {}
         self.extension_routers[ExtensionChannel.RPC] = self.rpc = RpcRouter(ExtensionChannel.RPC)
+        self.extension_routers[ExtensionChannel.STREAMS] = self.streams = StreamRouter(
+            ExtensionChannel.STREAMS
+        )
         #: protocol errors counted against all participants since start
         self.protocol_errors = 0
         self._signaling = SignalingServer(

@@ -147,6 +147,7 @@ class TraceWriter:
             },
         )
         self.flush()
+        self.records = 0  # the header does not count
 
     # ------------------------------------------------------------------ recording
 
@@ -330,7 +331,10 @@ class TraceReader:
         self.truncated = False
         self._lineno = 0
         self._offset = 0.0
-        first = self._next_line()
+        try:
+            first = self._next_line()
+        except TraceFormatError:
+            first = None
         if first is None or first.get("kind") != "header":
             self.close()
             raise TraceFormatError(f"{self.path}: not a netcode trace (no header record)")

@@ -415,7 +415,7 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 150))
     duration = result["duration_s"]
     console.print(
         f"[bold]{result['file']}[/]: netcode {result['netcode_version']}, started "
@@ -520,20 +520,39 @@ def print_table(result: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- plots
 
 
+#: Plotted bin widths, in fine bins: 0.1 s to 10 min.
+_NICE_BINS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 600, 1200, 3000, 6000)
+
+
 def _plot_bin(duration: float) -> int:
-    """How many fine bins make one plotted bin."""
-    return max(1, math.ceil(duration / FINE_BIN_S / MAX_PLOT_BINS))
+    """How many fine bins make one plotted bin: a round width, about 20 to 300 per plot."""
+    want = max(duration / MAX_PLOT_BINS, min(1.0, duration / 20)) / FINE_BIN_S
+    for n in _NICE_BINS:
+        if n >= want - 1e-9:
+            return n
+    return math.ceil(want)
 
 
 def _series(
-    bins: Counter[int], first: int, last: int, merge: int
-) -> tuple[list[float], list[float]]:
-    """Sum fine bins ``first..last`` in groups of ``merge``: (bin start seconds, sums)."""
-    times, sums = [], []
-    for start in range(first, last + 1, merge):
-        times.append(start * FINE_BIN_S)
+    bins: Counter[int], t0: float, t1: float, merge: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Sum the fine bins between ``t0`` and ``t1`` (seconds) in groups of ``merge``.
+
+    Returns each group's centre, sum and the seconds of the trace it covers; groups at the
+    edges that cover less than half their width are left out (their rate would mislead).
+    """
+    centres, sums, covered = [], [], []
+    width = merge * FINE_BIN_S
+    first = int(t0 / width) * merge
+    for start in range(first, int(t1 / FINE_BIN_S) + 1, merge):
+        begin, end = start * FINE_BIN_S, (start + merge) * FINE_BIN_S
+        seconds = min(end, t1) - max(begin, t0)
+        if seconds < width / 2:
+            continue
+        centres.append((begin + end) / 2)
         sums.append(float(sum(bins.get(b, 0) for b in range(start, start + merge))))
-    return times, sums
+        covered.append(seconds)
+    return centres, sums, covered
 
 
 def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> list[str]:
@@ -545,8 +564,7 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
 
     os.makedirs(directory, exist_ok=True)
     written: list[str] = []
-    first = int((summary.first_t or 0.0) / FINE_BIN_S)
-    last = int(summary.last_t / FINE_BIN_S)
+    first, last = summary.first_t or 0.0, summary.last_t
     merge = _plot_bin(summary.duration_s)
     bin_s = merge * FINE_BIN_S
     suffix = f" ({title})" if title else ""
@@ -563,7 +581,7 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
         panels = [(label, data) for label, data in series if data]
         if not panels:
             return
-        fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+        fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.4 * len(panels)), squeeze=False)
         for ax, (label, data) in zip(axes[:, 0], panels, strict=True):
             ranked = sorted(data.items(), key=lambda item: -sum(item[1].values()))
             shown, rest = ranked[:10], ranked[10:]
@@ -573,14 +591,15 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
                     other.update(bins)
                 shown.append((f"{len(rest)} others", other))
             for key, bins in shown:
-                times, sums = _series(bins, first, last, merge)
-                ax.plot(times, [s * 8 / bin_s / 1000 for s in sums], label=key or "(no topic)")
+                times, sums, seconds = _series(bins, first, last, merge)
+                rates = [b * 8 / 1000 / s for b, s in zip(sums, seconds, strict=True)]
+                ax.plot(times, rates, label=key or "(no topic)", marker=".", markersize=3)
             ax.set_title(f"{label}{suffix}")
             ax.set_xlabel("time (s)")
             ax.set_ylabel("kbit/s")
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper left", fontsize="small", ncol=2)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         fig.suptitle(heading + f", {bin_s:g} s bins")
         fig.tight_layout()
         save(fig, name)
@@ -601,7 +620,7 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
         import numpy as np
 
         data = np.asarray(sizes)
-        fig, ax = plt.subplots(figsize=(10, 4))
+        fig, ax = plt.subplots(figsize=(11, 4))
         ax.hist(data, bins=min(60, max(10, int(data.size**0.5))), color="tab:blue", alpha=0.8)
         p50, p99 = np.percentile(data, [50, 99])
         ax.axvline(p50, color="tab:green", linestyle="--", label=f"p50 {p50:.0f} B")
@@ -614,14 +633,14 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
         ax.set_xlabel("frame payload (bytes)")
         ax.set_ylabel("frames")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         fig.tight_layout()
         save(fig, "snapshot_sizes.png")
     if summary.tick_ms:
         import numpy as np
 
         durations = np.asarray(summary.tick_ms)
-        fig, ax = plt.subplots(figsize=(10, 4))
+        fig, ax = plt.subplots(figsize=(11, 4))
         ax.plot(summary.tick_t, durations, linewidth=0.8, label="tick duration")
         p50, p99 = np.percentile(durations, [50, 99])
         ax.axhline(p50, color="tab:green", linestyle="--", label=f"p50 {p50:.2f} ms")
@@ -637,14 +656,14 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
         ax.set_ylabel("duration (ms)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         fig.tight_layout()
         save(fig, "tick_durations.png")
     return written
 
 
 def _plot_rtt_loss(
-    plt: Any, summary: TraceSummary, first: int, last: int, merge: int, suffix: str, save: Any
+    plt: Any, summary: TraceSummary, first: float, last: float, merge: int, suffix: str, save: Any
 ) -> None:
     import numpy as np
 
@@ -656,11 +675,11 @@ def _plot_rtt_loss(
     if not conns:
         return
     bin_s = merge * FINE_BIN_S
-    fig, (ax_rtt, ax_loss) = plt.subplots(2, 1, figsize=(10, 6.4), sharex=True)
+    fig, (ax_rtt, ax_loss) = plt.subplots(2, 1, figsize=(11, 6.4), sharex=True)
     loss_series: list[tuple[str, list[float], list[float]]] = []
     for name, c in conns:
-        times, acked = _series(c.acked_bins, first, last, merge)
-        _, lost = _series(c.lost_bins, first, last, merge)
+        times, acked, _ = _series(c.acked_bins, first, last, merge)
+        _, lost, _ = _series(c.lost_bins, first, last, merge)
         loss = [
             100 * lo / (a + lo) if a + lo else math.nan for a, lo in zip(acked, lost, strict=True)
         ]
@@ -678,7 +697,7 @@ def _plot_rtt_loss(
         ax_loss.set_title(f"Datagram loss per connection, {bin_s:g} s bins")
     else:
         # Too many lines to read: median and 10th-90th percentile band across connections.
-        grid = np.arange(first, last + 1) * FINE_BIN_S
+        grid = np.arange(int(first / FINE_BIN_S), int(last / FINE_BIN_S) + 1) * FINE_BIN_S
         rtts = []
         for _, c in conns:
             if c.rtt_bins:
@@ -716,7 +735,7 @@ def _plot_rtt_loss(
     for ax in (ax_rtt, ax_loss):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", fontsize="small", ncol=2)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     save(fig, "rtt_loss.png")
 

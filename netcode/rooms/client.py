@@ -32,9 +32,11 @@ from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
 from netcode.core.stats import ConnectionStats
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.emitter import EventEmitter
+from netcode.rooms.events import EventLink, encode_fallback
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
+    ExtensionChannel,
     Kind,
     decode_lossy_down_untrusted,
     decode_message_untrusted,
@@ -43,7 +45,6 @@ from netcode.rooms.protocol import (
     track_options,
 )
 from netcode.rooms.rpc import RpcClient, RpcHandler
-from netcode.rooms.server import ExtensionChannel
 from netcode.rooms.streams import (
     ByteStreamHandler,
     StreamInfo,
@@ -450,6 +451,10 @@ class Room(EventEmitter):
         self._tracks: dict[int, RemoteDataTrack] = {}
         self._orphan_channels: dict[int, DataChannel] = {}
         self._subscriptions: list[str] | None = None
+        self.events: EventLink | None = None
+        self._event_handlers: dict[type, list[Callable[..., Any]]] = {}
+        self.frame_handlers[FrameType.EVENT] = self._on_event_frame
+        self.extension_handlers[ExtensionChannel.EVENTS] = self._on_fallback_event
         self._disconnect_reason = ""
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -489,6 +494,14 @@ class Room(EventEmitter):
                     tracer=None if writer is None else writer.tracer(self._trace_conn),
                 )
                 self._trace_record("open", {"room": link.server_info.get("room", room)})
+                self.events = EventLink(
+                    self.connection.endpoint,
+                    lambda message_id, message: self.send_extension(
+                        ExtensionChannel.EVENTS, encode_fallback(message_id, message)
+                    ),
+                    name=link.name,
+                )
+                self.connection.add_flush_hook(self.events)
                 link.on_channel(self._on_channel)
                 link.on_reliable(self._on_reliable)
                 link.on_state_change(self._on_link_state)
@@ -567,6 +580,60 @@ class Room(EventEmitter):
     def send_extension(self, channel: int, body: bytes) -> None:
         """Send an EXTENSION message (used by the events, RPC and streams layers)."""
         self._send(Kind.EXTENSION, channel=channel, pid=0, body=body)
+
+    def send_event(
+        self, event: Any, *, destination_identities: Iterable[str] = (), topic: str = ""
+    ) -> None:
+        """Send a game event: delivered exactly once and in order, quickly even under loss.
+
+        Raises SendQueueFull when events are sent faster than the link drains them.
+        """
+        self._require_link()
+        assert self.events is not None and self.connection is not None
+        destinations = [
+            p.pid
+            for identity in destination_identities
+            if (p := self.remote_participants.get(identity)) is not None
+        ]
+        if list(destination_identities) and not destinations:
+            return
+        self.events.send_up(event, check_topic(topic), destinations)
+        self.connection.schedule_flush()
+
+    def on_event(self, event_cls: type, handler: Callable[..., Any] | None = None) -> Any:
+        """Register ``handler(event, participant, topic)`` for an event type (a decorator).
+
+        ``participant`` is the sender, or None for the server.
+        """
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._event_handlers.setdefault(event_cls, []).append(fn)
+            return fn
+
+        return register if handler is None else register(handler)
+
+    def _on_event_frame(self, payload: bytes) -> None:
+        if self.events is None or self.connection is None:
+            return
+        self.events.receive_frame(payload, self.connection.now())
+        self._dispatch_events()
+
+    def _on_fallback_event(self, sender_pid: int, body: bytes) -> None:
+        if self.events is not None:
+            self.events.receive_fallback(body)
+            self._dispatch_events()
+
+    def _dispatch_events(self) -> None:
+        assert self.events is not None
+        for event, pid, topic in self.events.receive_down(self._protocol_error):
+            participant = self._by_pid.get(pid)
+            if pid and participant is None:
+                continue  # from someone who already left
+            for handler in list(self._event_handlers.get(type(event), ())):
+                try:
+                    handler(event, participant, topic)
+                except Exception:
+                    logger.exception("event handler %r raised", handler)
 
     def send_frame(self, frame_type: int, payload: bytes, **options: Any) -> None:
         """Send a frame of a higher layer on the lossy channel (see Endpoint.send_frame)."""
@@ -825,6 +892,7 @@ class Room(EventEmitter):
             self._finish_disconnect()
 
     async def _teardown(self) -> None:
+        self.events = None
         if self.connection is not None:
             self.connection.close()
             self.connection = None

@@ -17,8 +17,10 @@ state: light, weather, hazards). Each tick it
 3. sends an INPUT_ACK frame: the last input of that participant applied before the snapshot.
 
 Inputs arrive as INPUT frames, are deduplicated per participant and handed to
-``on_input(participant, tick, data)`` once each, in order; the game should apply an input
-when it gets it (the host counts it applied then). A SNAPSHOT frame's payload is
+``on_input(participant, tick, data)`` once each, in order. By default the host counts an
+input applied when ``on_input`` returns; a game that buffers inputs (to apply at most one
+per player per tick, against speed hacks) sets ``auto_ack_inputs=False`` and calls
+``input_applied`` itself. A SNAPSHOT frame's payload is
 ``pid: u16 (0), topic_id: u16, flags: u8, [topic name], part`` (the lossy DATA layout of
 the rooms protocol, so the topic's name crosses the wire once); the part is described in
 docs/REPLICATION.md.
@@ -86,6 +88,7 @@ class GameHost(RoomHost):
         history_depth: int = 32,
         budget_bytes_per_tick: int | None = None,
         view_factory: Callable[[ServerParticipant], ClientView] | None = None,
+        auto_ack_inputs: bool = True,
     ) -> None:
         if not 0 < tick_rate <= 240:
             raise ValueError(f"tick_rate must be within (0, 240], got {tick_rate}")
@@ -95,6 +98,8 @@ class GameHost(RoomHost):
         self.history_depth = history_depth
         self.budget_bytes_per_tick = budget_bytes_per_tick
         self.view_factory = view_factory
+        #: count an input applied when on_input returns; else the game calls input_applied()
+        self.auto_ack_inputs = auto_ack_inputs
         self.world = World(registry)
         self.environment = World(registry)
         self.clients: dict[int, HostedClient] = {}
@@ -166,11 +171,28 @@ class GameHost(RoomHost):
         if frame_type == FrameType.INPUT:
             for tick, payload in client.inputs.receive(data):
                 self.on_input(participant, tick, payload)
-                client.inputs.last_applied = tick
+                if self.auto_ack_inputs:
+                    client.inputs.last_applied = tick
         elif self.on_frame is not None:
             self.on_frame(participant, frame_type, data)
         else:
             raise ProtocolError(f"unexpected frame type {frame_type} for the game host")
+
+    def input_applied(self, participant: ServerParticipant, tick: int) -> None:
+        """The game applied ``participant``'s input of ``tick`` (with auto_ack_inputs off)."""
+        client = self.clients.get(participant.pid)
+        if client is not None:
+            client.inputs.last_applied = tick
+
+    def send_event(
+        self, event: Any, *, topic: str = "", destinations: list[ServerParticipant] | None = None
+    ) -> None:
+        """Send a game event to everyone (or to ``destinations``), reliably and in order."""
+        if self.room is not None:
+            pids = [p.pid for p in destinations] if destinations is not None else []
+            if destinations is not None and not pids:
+                return
+            self.room.send_event(event, topic=topic, destination_pids=pids)
 
     # ------------------------------------------------------------------ ticking
 

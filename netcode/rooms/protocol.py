@@ -43,6 +43,7 @@ __all__ = [
     "MAX_TOPIC_CHARS",
     "MAX_TRACK_NAME_CHARS",
     "MESSAGE",
+    "ExtensionChannel",
     "Kind",
     "decode_lossy_down_untrusted",
     "decode_lossy_up_untrusted",
@@ -79,6 +80,15 @@ class Kind(enum.IntEnum):
     TRACK_UNPUBLISHED = 11  #: S and C (C: unpublish my track)
     ERROR = 12  #: S: you did something wrong (and may be disconnected)
     EXTENSION = 13  #: C and S: messages of higher layers (events fallback, RPC, streams)
+
+
+class ExtensionChannel(enum.IntEnum):
+    """EXTENSION channels of netcode's own layers (applications may use 64-255)."""
+
+    EVENTS = 1  #: game events too large for a datagram (sent reliably, in order)
+    RPC = 2
+    STREAMS = 3
+    HOST = 4  #: the game host's announcements (tick rate and clock)
 
 
 _String = PascalString(VarInt, "utf8")

@@ -24,7 +24,6 @@ messages of the higher layers (replication, events, RPC, streams).
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -33,9 +32,11 @@ from typing import Any
 from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
 from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
 from netcode.errors import ProtocolError, SendQueueFull
+from netcode.rooms.events import EventLink, encode_fallback
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
+    ExtensionChannel,
     Kind,
     decode_lossy_up_untrusted,
     decode_message_untrusted,
@@ -69,15 +70,6 @@ MAX_TRACKS_PER_PARTICIPANT = 16
 DEFAULT_MAX_PARTICIPANTS = 200
 
 
-class ExtensionChannel(enum.IntEnum):
-    """EXTENSION channels of netcode's own layers (applications may use 64-255)."""
-
-    EVENTS = 1  #: game events too large for a datagram (sent reliably, in order)
-    RPC = 2
-    STREAMS = 3
-    HOST = 4  #: the game host's announcements (tick rate and clock)
-
-
 ExtensionRouter = Callable[["ServerRoom", "ServerParticipant", bytes], None]
 
 
@@ -97,7 +89,10 @@ class RoomHost:
         """
 
     def extension_received(self, participant: ServerParticipant, channel: int, body: bytes) -> None:
-        """An EXTENSION message (events fallback, RPC, streams) arrived from ``participant``."""
+        """An EXTENSION message of an application channel arrived from ``participant``."""
+
+    def event_received(self, participant: ServerParticipant, event: Any, topic: str) -> None:
+        """A game event arrived from ``participant`` (it is relayed to the others too)."""
 
     def close(self) -> None:
         """The room is closing."""
@@ -173,6 +168,14 @@ class ServerParticipant:
         if trace is not None:
             fields = {"room": room.name, "pid": pid}
             trace.record("open", self.connection.now(), fields, conn=self.identity)
+        self.events = EventLink(
+            self.connection.endpoint,
+            lambda message_id, message: self.send_extension(
+                ExtensionChannel.EVENTS, encode_fallback(message_id, message)
+            ),
+            name=link.name,
+        )
+        self.connection.add_flush_hook(self.events)
         self.subscriptions: frozenset[str] | None = None  # None: every topic
         self.topics_in = IncomingTopics()
         self.topics_out = OutgoingTopics()
@@ -303,10 +306,28 @@ class ServerParticipant:
         try:
             if event.frame_type == FrameType.DATA:
                 self._on_lossy_data(event.payload)
+            elif event.frame_type == FrameType.EVENT:
+                self.events.receive_frame(event.payload, self.connection.now())
+                self._relay_events()
             elif self.room.host is not None:
                 self.room.host.frame_received(self, event.frame_type, event.payload)
         except ProtocolError as exc:
             self.protocol_error(str(exc))
+
+    def _relay_events(self) -> None:
+        for type_id, topic, destinations, body in self.events.receive_up(self.protocol_error):
+            if not self.can_publish:
+                continue
+            self.room.route_event(self, type_id, topic, body, destinations)
+
+    def send_event_body(self, type_id: int, sender_pid: int, topic: str, body: bytes) -> bool:
+        """Queue an encoded event for this client; False if its queue is full."""
+        try:
+            self.events.send_down(type_id, sender_pid, topic, body)
+        except SendQueueFull:
+            return False
+        self.connection.schedule_flush()
+        return True
 
     def _on_lossy_data(self, payload: bytes) -> None:
         topic_id, inline, text, destinations, data = decode_lossy_up_untrusted(payload)
@@ -471,6 +492,44 @@ class ServerRoom:
                 target.send_data(sender.pid, topic, text, payload, lossy)
                 sender.packets_relayed += 1
 
+    def route_event(
+        self,
+        sender: ServerParticipant,
+        type_id: int,
+        topic: str,
+        body: bytes,
+        destinations: Iterable[int] = (),
+    ) -> None:
+        """Relay a game event from ``sender`` to its destinations (default: everyone else)."""
+        codec = sender.events.registry.by_id[type_id]
+        if self.host is not None:
+            try:
+                event = codec.decode_untrusted(body)
+            except ProtocolError as exc:
+                sender.protocol_error(str(exc))
+                return
+            self.host.event_received(sender, event, topic)
+        wanted = set(destinations)
+        for target in list(self.participants.values()):
+            if target is sender or (wanted and target.pid not in wanted):
+                continue
+            if target.subscribes_to(topic) and not target.send_event_body(
+                type_id, sender.pid, topic, body
+            ):
+                # The target's queue is full: the sender is flooding. Count it against them.
+                sender.protocol_error(f"event flood: {target.identity}'s queue is full")
+
+    def send_event(
+        self, event: Any, *, topic: str = "", destination_pids: Iterable[int] = ()
+    ) -> None:
+        """Send a game event from the server itself (sender pid 0), reliably and in order."""
+        wanted = set(destination_pids)
+        for target in list(self.participants.values()):
+            if (not wanted or target.pid in wanted) and target.subscribes_to(topic):
+                codec = target.events.registry.of(event)
+                if not target.send_event_body(codec.type_id, 0, topic, codec.encode(event)):
+                    logger.warning("%s: event queue full; event dropped", target.identity)
+
     def send_data(
         self,
         payload: bytes | str,
@@ -553,6 +612,12 @@ class ServerRoom:
             host.participant_joined(participant)
 
 
+def _route_fallback_event(room: ServerRoom, sender: ServerParticipant, body: bytes) -> None:
+    """An event too large for a datagram, sent over the reliable channel in its place."""
+    sender.events.receive_fallback(body)
+    sender._relay_events()
+
+
 class RoomServer:
     """Hosts rooms over WebRTC; clients join with access tokens.
 
@@ -587,7 +652,9 @@ class RoomServer:
         #: EXTENSION channel -> router(room, sender, body) for layers the server itself runs
         #: (RPC, streams); a router raises ProtocolError for a malformed body. Channels with
         #: no router go to the room's host.
-        self.extension_routers: dict[int, ExtensionRouter] = {}
+        self.extension_routers: dict[int, ExtensionRouter] = {
+            ExtensionChannel.EVENTS: _route_fallback_event,
+        }
         self.extension_routers[ExtensionChannel.RPC] = self.rpc = RpcRouter(ExtensionChannel.RPC)
         self.extension_routers[ExtensionChannel.STREAMS] = self.streams = StreamRouter(
             ExtensionChannel.STREAMS

@@ -21,12 +21,20 @@ from typing import Protocol
 from netcode.core import DeliveryCallback, Endpoint, EndpointConfig, Event
 from netcode.core.endpoint import Tracer
 
-__all__ = ["DatagramConnection", "DatagramLink"]
+__all__ = ["DatagramConnection", "DatagramLink", "FlushHook"]
 
 logger = logging.getLogger(__name__)
 
 #: While backed up, check again this often (seconds).
 _BACKLOG_RETRY_S = 0.005
+
+
+class FlushHook(Protocol):
+    """Something that queues frames on the endpoint when flushed (a reliable channel)."""
+
+    def flush(self, now: float) -> object: ...
+
+    def get_timer(self) -> float | None: ...
 
 
 class DatagramLink(Protocol):
@@ -69,6 +77,7 @@ class DatagramConnection:
         self.datagrams_refused = 0
         #: flushes skipped because the link was backed up
         self.flushes_deferred = 0
+        self._hooks: list[FlushHook] = []
         link.on_lossy(self._on_datagram)
 
     def now(self) -> float:
@@ -96,6 +105,10 @@ class DatagramConnection:
         )
         self.schedule_flush()
 
+    def add_flush_hook(self, hook: FlushHook) -> None:
+        """Flush ``hook`` (before the endpoint) on every flush, and at its timer."""
+        self._hooks.append(hook)
+
     def schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
@@ -115,11 +128,22 @@ class DatagramConnection:
             self._drain()
             self._arm(now + _BACKLOG_RETRY_S)
             return
+        timer: float | None = None
+        for hook in self._hooks:
+            hook.flush(now)
+            when = hook.get_timer()
+            if when is not None:
+                # a hook's "now" (a time already past) waits a millisecond, not a busy loop
+                when = max(when, now + 0.001)
+                timer = when if timer is None else min(timer, when)
         for datagram in endpoint.datagrams_to_send(now):
             if not link.send_lossy(datagram):
                 self.datagrams_refused += 1
         self._drain()
-        self._arm(endpoint.get_timer())
+        endpoint_timer = endpoint.get_timer()
+        if endpoint_timer is not None:
+            timer = endpoint_timer if timer is None else min(timer, endpoint_timer)
+        self._arm(timer)
 
     def close(self) -> None:
         """Stop driving the endpoint; nothing more is sent or delivered."""

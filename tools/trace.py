@@ -731,7 +731,8 @@ def _plot_rtt_loss(
     ax_rtt.set_ylim(bottom=0)
     ax_loss.set_ylabel("lost (% of datagrams)")
     ax_loss.set_xlabel("time (s)")
-    ax_loss.set_ylim(-2, 102)
+    peak = max((v for _, _, loss in loss_series for v in loss if not math.isnan(v)), default=0.0)
+    ax_loss.set_ylim(0, min(100.0, max(5.0, peak * 1.15)))  # typical loss is a few percent
     for ax in (ax_rtt, ax_loss):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

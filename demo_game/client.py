@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -178,18 +179,16 @@ class ArenaClient:
 
     # -- the client tick ------------------------------------------------------------------
 
-    def advance(self, frame_dt: float, move: tuple[float, float]) -> int:
-        """Run the client ticks due after ``frame_dt`` seconds with this movement.
-
-        Returns the number of ticks run.
-        """
+    def advance(self, frame_dt: float, move: Callable[[], tuple[float, float]]) -> int:
+        """Run the client ticks due after ``frame_dt`` seconds; ``move()`` gives each tick's
+        movement. Returns the number of ticks run."""
         frame_dt = min(max(frame_dt, 0.0), MAX_TICKS_PER_ADVANCE * TICK_S)
         self.clock_s += frame_dt
         self.accumulator_s += frame_dt
         ticks = 0
         while self.accumulator_s >= TICK_S:
             self.accumulator_s -= TICK_S
-            self.step(move)
+            self.step(move())
             ticks += 1
         return ticks
 

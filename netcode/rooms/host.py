@@ -39,7 +39,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from netcode.core import Delivery
+import attrs
+
+from netcode.core import Delivery, Endpoint
 from netcode.errors import ProtocolError
 from netcode.replication import ClientView, SchemaRegistry, SnapshotEncoder, World
 from netcode.replication.inputs import InputReceiver, encode_input_ack
@@ -47,12 +49,23 @@ from netcode.rooms.protocol import encode_lossy_down
 from netcode.rooms.server import ExtensionChannel, RoomHost, ServerParticipant, ServerRoom
 from netcode.wire import MAX_FRAME_PAYLOAD_BYTES, FrameType
 
-__all__ = ["HELLO", "GameHost", "HostedClient", "decode_hello_untrusted"]
+__all__ = ["HELLO", "GameHost", "HostedClient", "decode_hello_untrusted", "piggyback_acks"]
 
 logger = logging.getLogger(__name__)
 
 #: HELLO body: tick rate (Hz), server-clock time of tick 0, current tick.
 HELLO = struct.Struct("!ddI")
+
+
+def piggyback_acks(endpoint: Endpoint, tick_rate: float) -> None:
+    """Let acks wait for the next tick's datagram instead of going alone.
+
+    Both ends of a game connection send every tick, so an ack owed now rides the next
+    datagram if it may wait a little over one tick; an ack-only datagram (and the SCTP
+    acknowledgement it draws) is then sent only when traffic stops.
+    """
+    delay = max(endpoint.config.max_ack_delay, 1.2 / tick_rate)
+    endpoint.config = attrs.evolve(endpoint.config, max_ack_delay=delay)
 
 
 def decode_hello_untrusted(body: bytes) -> tuple[float, float, int]:
@@ -153,6 +166,7 @@ class GameHost(RoomHost):
 
     def participant_joined(self, participant: ServerParticipant) -> None:
         self.clients[participant.pid] = HostedClient(participant)
+        piggyback_acks(participant.connection.endpoint, self.tick_rate)
         loop_time = asyncio.get_running_loop().time()
         current = int((loop_time - self.epoch) * self.tick_rate)
         participant.send_extension(
@@ -241,8 +255,14 @@ class GameHost(RoomHost):
                 FrameType.INPUT_ACK, encode_input_ack(tick, client.inputs.last_applied)
             )
         self.ticks_run += 1
-        self.tick_durations_ms.append((time.perf_counter() - started) * 1e3)
-        self.tick_cpu_ms.append((time.process_time() - cpu_started) * 1e3)
+        duration_ms = (time.perf_counter() - started) * 1e3
+        cpu_ms = (time.process_time() - cpu_started) * 1e3
+        self.tick_durations_ms.append(duration_ms)
+        self.tick_cpu_ms.append(cpu_ms)
+        trace = self.room.server.trace if self.room is not None else None
+        if trace is not None:
+            fields = {"tick": tick, "duration_ms": duration_ms, "cpu_ms": cpu_ms}
+            trace.record("tick", now, {**fields, "budget_ms": 1000 * self.interval})
 
     def _send_snapshot(
         self, client: HostedClient, topic: str, world: World, tick: int, expires: float
@@ -281,6 +301,7 @@ class GameHost(RoomHost):
             participant.send_frame(
                 FrameType.SNAPSHOT,
                 payload,
+                topic=topic,
                 on_delivery=delivered,
                 supersede_key=("snapshot", topic, index),
                 expires_at=expires,

@@ -30,7 +30,7 @@ from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
 from netcode.replication.interpolation import sample
 from netcode.rooms.client import Room
 from netcode.rooms.emitter import EventEmitter
-from netcode.rooms.host import decode_hello_untrusted
+from netcode.rooms.host import decode_hello_untrusted, piggyback_acks
 from netcode.rooms.protocol import decode_lossy_down_untrusted
 from netcode.rooms.server import ExtensionChannel
 from netcode.wire import FrameType
@@ -88,6 +88,8 @@ class _Hub:
     def _on_hello(self, sender_pid: int, body: bytes) -> None:
         tick_rate, epoch, _ = decode_hello_untrusted(body)
         self.timeline = TickTimeline(tick_rate, epoch)
+        if self.room.connection is not None:
+            piggyback_acks(self.room.connection.endpoint, tick_rate)
 
 
 def _hub(room: Room, registry: SchemaRegistry | None) -> _Hub:

@@ -130,8 +130,10 @@ class DatagramConnection:
             return
         timer: float | None = None
         for hook in self._hooks:
-            hook.flush(now)
             when = hook.get_timer()
+            if when is not None and when <= now:  # flushing a hook with nothing due costs
+                hook.flush(now)  # a walk over its queue, on every datagram received
+                when = hook.get_timer()
             if when is not None:
                 # a hook's "now" (a time already past) waits a millisecond, not a busy loop
                 when = max(when, now + 0.001)

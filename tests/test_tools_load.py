@@ -1,0 +1,40 @@
+"""netcode-load at a small size: an embedded server process and real WebRTC clients."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from netcode_tools.load import main
+
+pytestmark = pytest.mark.webrtc
+
+
+def test_load_json_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--clients", "3", "--duration", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in (
+        "clients",
+        "tick_rate_hz",
+        "tick_p50_ms",
+        "tick_p99_ms",
+        "tick_rate_held",
+        "kbps_per_client",
+        "event_p99_ms",
+        "snapshot_age_p99_ms",
+    ):
+        assert key in result, key
+    assert result["clients"] == 3 and result["clients_connected_at_end"] == 3
+    assert result["tick_rate_hz"] == 30.0 and result["entities"] == 67
+    assert 80 <= result["ticks"] <= 95  # 3 s at 30 Hz, measured after the clients joined
+    assert 0 < result["tick_p50_ms"] <= result["tick_p99_ms"]
+    assert result["kbps_per_client"] > 5
+    # every bot sends about one event a second to the two others
+    assert result["events_received"] >= 3 * 2 * 2
+    assert 0 < result["event_p50_ms"] <= result["event_p99_ms"] < 1000
+    assert 0 < result["snapshot_age_p50_ms"] <= result["snapshot_age_p99_ms"] < 1000
+
+
+def test_url_mode_requires_keys() -> None:
+    with pytest.raises(SystemExit):
+        main(["--url", "http://127.0.0.1:1", "--json"])

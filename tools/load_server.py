@@ -1,0 +1,161 @@
+"""The load-test server: a RoomServer with a GameHost replicating a moving crowd.
+
+Run by ``netcode-load`` in its own process (so the server's tick loop has a core to itself,
+as it would in production)::
+
+    python -m netcode_tools.load_server --port 0 --entities 64 --tick-rate 30
+
+It prints ``URL <url>`` once listening and, when it receives SIGTERM or SIGINT (or after
+``--duration``), one line ``STATS <json>`` with the host's tick statistics, then exits.
+
+The world holds ``--entities`` wanderers that move every tick (the replicated load) and one
+player per connected client, moved by that client's inputs (two signed bytes: dx, dy).
+Every game event a client sends is relayed to the others by the room server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import signal
+import sys
+
+from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
+from netcode.rooms import RoomServer, ServerParticipant
+from netcode.rooms.host import GameHost
+
+__all__ = ["LOAD_REGISTRY", "Mover", "Player", "main"]
+
+LOAD_REGISTRY = SchemaRegistry()
+KEY = "load-key"
+SECRET = "load-secret-load-secret-load-secret-0"
+ROOM = "load"
+ARENA_M = 200.0
+
+
+@entity(type_id=1, registry=LOAD_REGISTRY)
+class Mover:
+    x: float = qfloat(0, ARENA_M, 0.01, group="pos")
+    y: float = qfloat(0, ARENA_M, 0.01, group="pos")
+    heading: float = qangle(bits=10)
+
+
+@entity(type_id=2, registry=LOAD_REGISTRY)
+class Player:
+    owner: int = qint(0, 65535)
+    x: float = qfloat(0, ARENA_M, 0.01, group="pos")
+    y: float = qfloat(0, ARENA_M, 0.01, group="pos")
+
+
+class LoadGame:
+    """Wanderers turning now and then at 2-6 m/s; players moved by inputs."""
+
+    def __init__(self, host: GameHost, entities: int, seed: int = 1) -> None:
+        self.host = host
+        self.rng = random.Random(seed)
+        self.movers: list[list[float]] = []  # eid, x, y, heading, speed
+        for _ in range(entities):
+            state = [self.rng.uniform(0, ARENA_M) for _ in range(2)]
+            heading = self.rng.uniform(-math.pi, math.pi)
+            eid = host.world.spawn(Mover(x=state[0], y=state[1], heading=heading))
+            self.movers.append([eid, state[0], state[1], heading, self.rng.uniform(2, 6)])
+        self.players: dict[int, int] = {}  # pid -> eid
+        host.on_tick = self.tick
+        host.on_join = self.join
+        host.on_leave = self.leave
+        host.on_input = self.input
+
+    def tick(self, tick: int, dt: float) -> None:
+        world, rng = self.host.world, self.rng
+        for mover in self.movers:
+            eid, x, y, heading, speed = mover
+            if rng.random() < 0.02:
+                heading += rng.uniform(-1.5, 1.5)
+            x += math.cos(heading) * speed * dt
+            y += math.sin(heading) * speed * dt
+            if not 0 <= x <= ARENA_M or not 0 <= y <= ARENA_M:
+                heading += math.pi
+                x, y = min(max(x, 0.0), ARENA_M), min(max(y, 0.0), ARENA_M)
+            mover[1:4] = [x, y, heading]
+            world.update(int(eid), x=x, y=y, heading=heading)
+
+    def join(self, participant: ServerParticipant) -> None:
+        eid = self.host.world.spawn(Player(owner=participant.pid, x=100.0, y=100.0))
+        self.players[participant.pid] = eid
+
+    def leave(self, participant: ServerParticipant) -> None:
+        eid = self.players.pop(participant.pid, None)
+        if eid is not None:
+            self.host.world.despawn(eid)
+
+    def input(self, participant: ServerParticipant, tick: int, data: bytes) -> None:
+        eid = self.players.get(participant.pid)
+        if eid is None or len(data) != 2:
+            return
+        dx, dy = (b - 256 if b > 127 else b for b in data)
+        player = self.host.world.get(eid)
+        self.host.world.update(
+            eid,
+            x=min(max(player.x + dx * 0.01, 0.0), ARENA_M),
+            y=min(max(player.y + dy * 0.01, 0.0), ARENA_M),
+        )
+
+
+async def serve(args: argparse.Namespace) -> dict[str, object]:
+    server = RoomServer(KEY, SECRET, max_participants=1000)
+    await server.start(args.host, args.port)
+    host = GameHost(tick_rate=args.tick_rate, registry=LOAD_REGISTRY)
+    LoadGame(host, args.entities)
+    host.attach(server.room(ROOM))
+    print(f"URL {server.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if sys.stdin is not None and not sys.stdin.isatty():
+        # "reset" on stdin starts a new measurement window (after the clients connected)
+        loop.add_reader(sys.stdin.fileno(), lambda: _on_command(host, stop))
+    try:
+        await asyncio.wait_for(stop.wait(), args.duration)
+    except TimeoutError:
+        pass
+    stats = host.tick_stats()
+    stats["clients"] = len(host.clients)
+    stats["entities"] = len(host.world)
+    await host.stop()
+    await server.stop()
+    return stats
+
+
+def _on_command(host: GameHost, stop: asyncio.Event) -> None:
+    line = sys.stdin.readline()
+    if not line:
+        asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
+        return
+    if line.strip() == "reset":
+        host.tick_durations_ms.clear()
+        host.tick_cpu_ms.clear()
+        host.ticks_late = host.ticks_skipped = host.ticks_run = 0
+        print("RESET", flush=True)
+    elif line.strip() == "stop":
+        stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netcode_tools.load_server", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--entities", type=int, default=64)
+    parser.add_argument("--tick-rate", type=float, default=30.0)
+    parser.add_argument("--duration", type=float, default=3600.0)
+    args = parser.parse_args(argv)
+    stats = asyncio.run(serve(args))
+    print("STATS " + json.dumps(stats), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

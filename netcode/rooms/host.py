@@ -92,6 +92,8 @@ class HostedClient:
 class GameHost(RoomHost):
     """An authoritative tick loop replicating ``world`` and ``environment`` to a room."""
 
+    sends_every_tick = True
+
     def __init__(
         self,
         *,

@@ -76,6 +76,11 @@ ExtensionRouter = Callable[["ServerRoom", "ServerParticipant", bytes], None]
 class RoomHost:
     """Server-side logic attached to a room (the game host). Override what you need."""
 
+    #: True if the host sends to every participant each tick: relayed game events then
+    #: wait for that tick's datagram instead of leaving in one of their own (at 30 Hz, at
+    #: most 33 ms later, for half the datagrams and SCTP acknowledgements).
+    sends_every_tick = False
+
     def participant_joined(self, participant: ServerParticipant) -> None:
         """A participant joined (after it got JOINED)."""
 
@@ -326,7 +331,10 @@ class ServerParticipant:
             self.events.send_down(type_id, sender_pid, topic, body)
         except SendQueueFull:
             return False
-        self.connection.schedule_flush()
+        host = self.room.host
+        if host is None or not host.sends_every_tick:
+            self.connection.schedule_flush()
+        # else the host's next tick flushes the connection: the event rides its datagram
         return True
 
     def _on_lossy_data(self, payload: bytes) -> None:

@@ -84,6 +84,7 @@ ENVIRONMENT_DELAY_S = 0.35
 #: At most this many ticks are run to catch up after a slow frame.
 MAX_TICKS_PER_ADVANCE = 5
 RATE_WINDOW_S = 1.0
+MIN_RATE_WINDOW_S = 0.5
 
 _DEFAULT_ENVIRONMENT = EnvironmentState(
     time_s=0.0,
@@ -363,8 +364,9 @@ class ArenaClient:
         stats = self.room.stats()
         rates = self._rates
         kbps_in = kbps_out = 0.0
-        if len(rates) >= 2 and rates[-1][0] > rates[0][0]:
-            span = rates[-1][0] - rates[0][0]
+        span = rates[-1][0] - rates[0][0] if rates else 0.0
+        # A shorter window would turn the join's burst (first snapshot, pickups) into a spike.
+        if span >= MIN_RATE_WINDOW_S:
             kbps_in = (rates[-1][1] - rates[0][1]) * 8 / span / 1000
             kbps_out = (rates[-1][2] - rates[0][2]) * 8 / span / 1000
         snap = self.positions.snapshot_stats()

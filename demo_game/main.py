@@ -26,7 +26,7 @@ import pygame
 
 from demo_game.botclient import BotClient
 from demo_game.client import ArenaClient
-from demo_game.embedded import EmbeddedArena
+from demo_game.embedded import EmbeddedArena, quiet_closed_channel_errors
 from demo_game.input import InputHandler
 from demo_game.render import DEFAULT_SIZE, Renderer
 from netcode.auth import TokenError
@@ -35,6 +35,7 @@ from netcode.transport.webrtc import ConnectError
 __all__ = ["main"]
 
 FPS = 60
+#: headless without a screenshot: nothing is drawn, inputs still tick at 30 Hz
 HEADLESS_FPS = 15
 STATS_SAMPLE_S = 0.1
 REPORT_EVERY_S = 2.0
@@ -137,6 +138,7 @@ async def _play(
     token: str,
     arena: EmbeddedArena | None,
 ) -> int:
+    quiet_closed_channel_errors(asyncio.get_running_loop())
     client: ArenaClient = (
         BotClient(seed=args.seed, chatty=False) if args.headless else ArenaClient()
     )
@@ -156,9 +158,9 @@ async def _play(
     loop = asyncio.get_running_loop()
     started = last = loop.time()
     next_sample, next_report = started, started + REPORT_EVERY_S
-    frame_s = 1.0 / (HEADLESS_FPS if args.headless else FPS)
-    frames, fps_since = 0, started
     draw = not args.headless or bool(args.screenshot)
+    frame_s = 1.0 / (HEADLESS_FPS if args.headless and not draw else FPS)
+    frames, fps_since = 0, started
     try:
         while client.connected:
             now = loop.time()

@@ -131,6 +131,10 @@ class FloatCodec(FieldCodec):
         super().__init__([steps.bit_length()], [steps], on_out_of_range)
         self.lo, self.hi, self.precision, self.steps = lo, hi, precision, steps
         self.step = (hi - lo) / steps
+        # For a step like 0.01, k / 100 is the float nearest the decimal (k * 0.01 can be off
+        # by one bit), so a game that rounds to the same grid gets the very same values.
+        per_unit = 1.0 / self.step
+        self._per_unit = round(per_unit) if abs(per_unit - round(per_unit)) < 1e-9 else None
         #: decimals that print the dequantized value to within its precision (for JSON)
         self.decimals = max(0, math.ceil(-math.log10(precision / 2)))
 
@@ -144,6 +148,8 @@ class FloatCodec(FieldCodec):
         return (round((v - self.lo) / self.step),)
 
     def from_slots(self, slots: Sequence[Slot]) -> float:
+        if self._per_unit is not None:
+            return self.lo + int(slots[0]) / self._per_unit
         return self.lo + int(slots[0]) * self.step
 
     def __repr__(self) -> str:

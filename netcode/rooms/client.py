@@ -776,6 +776,8 @@ class Room(EventEmitter):
         local.sid = f"PA_{body.pid}"
         info = self.link.server_info if self.link is not None else {}
         local.identity = str(info.get("identity", ""))
+        local.name = str(info.get("name", ""))
+        local.metadata = str(info.get("metadata", ""))
         self.name = body.room
         for wire in body.participants:
             self._add_participant(wire)

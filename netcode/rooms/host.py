@@ -248,14 +248,18 @@ class GameHost(RoomHost):
             participant = client.participant
             if participant.left.is_set():
                 continue
+            # The INPUT_ACK goes first, so it is known when the client sees the snapshot.
+            participant.send_frame(
+                FrameType.INPUT_ACK,
+                encode_input_ack(tick, client.inputs.last_applied),
+                supersede_key="input_ack",
+                expires_at=expires,
+            )
             for topic, world in streams:
                 if participant.subscribes_to(topic):
                     self._send_snapshot(client, topic, world, tick, expires)
                 else:
                     client.encoders.pop(topic, None)
-            participant.send_frame(
-                FrameType.INPUT_ACK, encode_input_ack(tick, client.inputs.last_applied)
-            )
         self.ticks_run += 1
         duration_ms = (time.perf_counter() - started) * 1e3
         cpu_ms = (time.process_time() - cpu_started) * 1e3

@@ -196,7 +196,11 @@ class Replica(EventEmitter):
         return out
 
     def last_input_applied(self, snapshot_tick: int) -> int | None:
-        """The last input the server had applied when it took the snapshot of that tick."""
+        """The last input the server had applied when it took the snapshot of that tick.
+
+        None if no input had been applied yet, or if that tick's INPUT_ACK never arrived
+        (then use a later snapshot: every tick carries one, ahead of the tick's parts).
+        """
         return self.hub.input_acks.get(snapshot_tick)
 
     def buffer_depth_ms(self, local_now: float | None = None) -> float | None:

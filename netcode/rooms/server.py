@@ -718,7 +718,12 @@ class RoomServer:
         return claims
 
     def _answer_info(self, claims: Claims) -> dict[str, Any]:
-        return {"room": claims.grants.room, "identity": claims.identity}
+        return {
+            "room": claims.grants.room,
+            "identity": claims.identity,
+            "name": claims.name,
+            "metadata": claims.metadata,
+        }
 
     async def _on_peer(self, link: PeerLink, claims: Claims) -> None:
         room = self.room(claims.grants.room)

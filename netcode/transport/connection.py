@@ -20,6 +20,7 @@ from typing import Protocol
 
 from netcode.core import DeliveryCallback, Endpoint, EndpointConfig, Event
 from netcode.core.endpoint import Tracer
+from netcode.transport.peerlink import ChannelNotOpen
 
 __all__ = ["DatagramConnection", "DatagramLink", "FlushHook"]
 
@@ -139,8 +140,13 @@ class DatagramConnection:
                 when = max(when, now + 0.001)
                 timer = when if timer is None else min(timer, when)
         for datagram in endpoint.datagrams_to_send(now):
-            if not link.send_lossy(datagram):
-                self.datagrams_refused += 1
+            try:
+                if not link.send_lossy(datagram):
+                    self.datagrams_refused += 1
+            except ChannelNotOpen:
+                # the link closed under us (the peer left): stop quietly, the room cleans up
+                self.close()
+                return
         self._drain()
         endpoint_timer = endpoint.get_timer()
         if endpoint_timer is not None:

@@ -312,6 +312,11 @@ class DataChannel:
 
     # receiving
 
+    @property
+    def handler(self) -> MessageHandler | None:
+        """The installed message handler (to chain another in front of it, say)."""
+        return self._handler
+
     def set_handler(self, handler: MessageHandler | None) -> None:
         """Install the function called with each received message (None: keep them).
 

@@ -20,30 +20,12 @@ from demo_game.botclient import BotClient, bot_name
 from demo_game.server import ROOM_NAME, ArenaServer, start_arena, stop_arena
 from netcode.cli import make_token
 from netcode.rooms import RoomServer
-from netcode.transport.peerlink import ChannelNotOpen
 
-__all__ = ["EmbeddedArena", "quiet_closed_channel_errors"]
+__all__ = ["EmbeddedArena"]
 
 logger = logging.getLogger(__name__)
 
 API_KEY = "demo"
-
-
-def quiet_closed_channel_errors(loop: asyncio.AbstractEventLoop) -> None:
-    """Log, instead of printing a traceback, a flush onto a channel that just closed.
-
-    netcode's DatagramConnection.flush can run once more after its peer's lossy channel
-    closed (a participant leaving while the other side flushes) and lets ChannelNotOpen
-    escape into the event loop; the datagram is lost either way, which is harmless.
-    """
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if isinstance(context.get("exception"), ChannelNotOpen):
-            logger.debug("send on a closed channel: %s", context["exception"])
-            return
-        loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
 
 
 class EmbeddedArena:
@@ -95,7 +77,6 @@ class EmbeddedArena:
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        quiet_closed_channel_errors(self._loop)
         self._stop = asyncio.Event()
         server, arena = await start_arena(API_KEY, self.api_secret, seed=self.seed)
         bots: list[BotClient] = []

@@ -39,7 +39,7 @@ class LinkImpairment:
         self._send: Callable[[bytes], bool] = link.send_lossy
         # The connection installed its receive handler at construction; netcode keeps it on
         # the lossy channel (there is no public getter), so take it from there and chain it.
-        self._receive: Handler | None = link.lossy._handler
+        self._receive: Handler | None = link.lossy.handler
         link.send_lossy = self._send_lossy
         link.on_lossy(self._on_datagram)
         self._removed = False
@@ -58,7 +58,7 @@ class LinkImpairment:
             del self.link.send_lossy  # the instance attribute: back to the class's method
         except AttributeError:
             pass
-        if self._receive is not None and self.link.lossy._handler is self._on_datagram:
+        if self._receive is not None and self.link.lossy.handler is self._on_datagram:
             self.link.on_lossy(self._receive)
 
     def _one_way_s(self) -> float:

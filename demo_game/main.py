@@ -26,7 +26,7 @@ import pygame
 
 from demo_game.botclient import BotClient
 from demo_game.client import ArenaClient
-from demo_game.embedded import EmbeddedArena, quiet_closed_channel_errors
+from demo_game.embedded import EmbeddedArena
 from demo_game.input import InputHandler
 from demo_game.render import DEFAULT_SIZE, Renderer
 from netcode.auth import TokenError
@@ -138,7 +138,6 @@ async def _play(
     token: str,
     arena: EmbeddedArena | None,
 ) -> int:
-    quiet_closed_channel_errors(asyncio.get_running_loop())
     client: ArenaClient = (
         BotClient(seed=args.seed, chatty=False) if args.headless else ArenaClient()
     )

@@ -39,9 +39,15 @@ from netcode_tools.load_server import KEY as LOAD_KEY
 from netcode_tools.load_server import SECRET as LOAD_SECRET
 
 from netcode.auth import AccessToken, Grants
+from netcode.replication.clock import ServerClock, TickTimeline
+from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
+from netcode.replication.wire import decode_part_header_untrusted
 from netcode.rooms import Room
 from netcode.rooms.events import Chat
+from netcode.rooms.host import decode_hello_untrusted, piggyback_acks
+from netcode.rooms.protocol import ExtensionChannel, decode_lossy_down_untrusted
 from netcode.rooms.replica import Replica
+from netcode.wire import FrameType
 
 __all__ = ["connect_bots", "drive_bots", "main", "measure"]
 
@@ -54,17 +60,42 @@ def _percentile(values: list[float], p: float) -> float | None:
 
 
 class Bot:
-    """One headless client: inputs every tick, a chat event now and then."""
+    """One headless client: inputs every tick, a chat event now and then.
 
-    def __init__(self, index: int, registry: Any) -> None:
+    A full bot decodes every snapshot with a Replica, as a game client does. A light bot
+    receives and acknowledges the same snapshots but reads only each part's tick: the
+    server's work is the same, while the load generator (all bots share one Python
+    process) stays fast enough that the latencies it measures are the network's, not its
+    own backlog.
+    """
+
+    def __init__(self, index: int, registry: Any, *, full: bool) -> None:
         self.index = index
+        self.full = full
         self.room = Room()
-        self.replica = Replica(self.room, registry=registry)
         self.event_latencies_ms: list[float] = []
         self.snapshot_ages_ms: list[float] = []
         self.measuring = False
         self.room.on_event(Chat, self._on_chat)
-        self.replica.on("snapshot", self._on_snapshot)
+        self.clock = ServerClock()
+        self.timeline: TickTimeline | None = None
+        self.inputs = InputSender()
+        self.replica: Replica | None = None
+        if full:
+            self.replica = Replica(self.room, registry=registry)
+            self.replica.on("snapshot", self._on_snapshot)
+        else:
+            self.room.frame_handlers[FrameType.SNAPSHOT] = self._on_light_snapshot
+            self.room.frame_handlers[FrameType.INPUT_ACK] = self._on_input_ack
+            self.room.extension_handlers[ExtensionChannel.HOST] = self._on_hello
+            self._newest_tick = -1
+
+    def send_input(self, tick: int, data: bytes) -> None:
+        if self.replica is not None:
+            self.replica.send_input(tick, data)
+        else:
+            payload = self.inputs.add(tick, data)
+            self.room.send_frame(FrameType.INPUT, payload, supersede_key="input")
 
     def _on_chat(self, event: Chat, participant: Any, topic: str) -> None:
         if self.measuring and event.text.startswith("t="):
@@ -72,12 +103,34 @@ class Bot:
             self.event_latencies_ms.append((time.perf_counter() - sent) * 1e3)
 
     def _on_snapshot(self, tick: int) -> None:
-        if not self.measuring:
-            return
-        timeline = self.replica.hub.timeline
-        server_now = self.replica.server_time()
-        if timeline is not None and server_now is not None:
-            self.snapshot_ages_ms.append((server_now - timeline.time_of(tick)) * 1e3)
+        assert self.replica is not None
+        self._record_age(tick, self.replica.hub.timeline, self.replica.server_time())
+
+    def _on_hello(self, sender_pid: int, body: bytes) -> None:
+        tick_rate, epoch, _ = decode_hello_untrusted(body)
+        self.timeline = TickTimeline(tick_rate, epoch)
+        if self.room.connection is not None:
+            piggyback_acks(self.room.connection.endpoint, tick_rate)
+
+    def _on_input_ack(self, payload: bytes) -> None:
+        _, last = decode_input_ack_untrusted(payload)
+        if last is not None:
+            self.inputs.acknowledge(last)
+
+    def _on_light_snapshot(self, payload: bytes) -> None:
+        _, _, _, _, part = decode_lossy_down_untrusted(payload)
+        tick = decode_part_header_untrusted(part).tick
+        if tick > self._newest_tick:
+            self._newest_tick = tick
+            connection = self.room.connection
+            if connection is not None:
+                now = connection.now()
+                self.clock.update(now, connection.endpoint.clock.offset)
+                self._record_age(tick, self.timeline, self.clock.server_time(now))
+
+    def _record_age(self, tick: int, timeline: TickTimeline | None, now: float | None) -> None:
+        if self.measuring and timeline is not None and now is not None:
+            self.snapshot_ages_ms.append((now - timeline.time_of(tick)) * 1e3)
 
     def datagrams(self) -> int:
         connection = self.room.connection
@@ -99,12 +152,15 @@ def _token(key: str, secret: str, room: str, identity: str) -> str:
 
 
 async def connect_bots(
-    clients: int, url: str, key: str, secret: str, room_name: str
+    clients: int, url: str, key: str, secret: str, room_name: str, full_every: int = 4
 ) -> tuple[list[Bot], float]:
-    """Connect ``clients`` bots (in small batches: each DTLS handshake costs CPU)."""
+    """Connect ``clients`` bots (in small batches: each DTLS handshake costs CPU).
+
+    Every ``full_every``-th bot decodes its snapshots fully (see :class:`Bot`).
+    """
     from netcode_tools.load_server import LOAD_REGISTRY
 
-    bots = [Bot(i, LOAD_REGISTRY) for i in range(clients)]
+    bots = [Bot(i, LOAD_REGISTRY, full=i % full_every == 0) for i in range(clients)]
     started = time.perf_counter()
     for first in range(0, clients, 4):
         batch = bots[first : first + 4]
@@ -138,7 +194,7 @@ async def drive_bots(
         for bot in bots:
             if bot.room.isconnected():
                 dx, dy = (tick + bot.index) % 7 - 3, (tick // 3 + bot.index) % 5 - 2
-                bot.replica.send_input(tick, bytes((dx & 0xFF, dy & 0xFF)))
+                bot.send_input(tick, bytes((dx & 0xFF, dy & 0xFF)))
                 if now >= next_event[bot.index]:
                     next_event[bot.index] += event_interval
                     bot.room.send_event(Chat(f"t={time.perf_counter():.6f}"))
@@ -157,6 +213,7 @@ async def drive_bots(
         "clients_connected_at_end": sum(b.room.isconnected() for b in bots),
         "duration_s": round(elapsed, 2),
         "kbps_per_client": round((bytes_after - bytes_before) * 8 / elapsed / 1000 / clients, 1),
+        "full_decoding_clients": sum(b.full for b in bots),
         "datagrams_per_client_s": round(
             (datagrams_after - datagrams_before) / elapsed / clients, 1
         ),
@@ -235,7 +292,9 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             url, key, secret = await server.url(), LOAD_KEY, LOAD_SECRET
         else:
             url, key, secret = args.url, args.api_key, args.api_secret
-        bots, connect_s = await connect_bots(clients, url, key, secret, args.room)
+        bots, connect_s = await connect_bots(
+            clients, url, key, secret, args.room, full_every=args.full_every
+        )
         await asyncio.sleep(0.5)  # let every client receive its first snapshots
         if server is not None:
             await server.command("reset", "RESET")  # the server measures from now on
@@ -308,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick-rate", type=float, default=30.0, help="server tick rate (30)")
     parser.add_argument("--entities", type=int, default=64, help="replicated movers (64)")
     parser.add_argument("--event-interval", type=float, default=1.0, help="s between events")
+    parser.add_argument(
+        "--full-every",
+        type=int,
+        default=4,
+        help="every Nth bot decodes snapshots fully; the others only read their tick (4)",
+    )
     parser.add_argument("--url", help="a running server instead of the embedded one")
     parser.add_argument("--api-key", default=os.environ.get("NETCODE_API_KEY"))
     parser.add_argument("--api-secret", default=os.environ.get("NETCODE_API_SECRET"))

@@ -31,7 +31,8 @@ API_KEY = "demo"
 class EmbeddedArena:
     """A room server, the arena game and bot clients, in their own thread."""
 
-    def __init__(self, *, bots: int = 3, seed: int = 1) -> None:
+    def __init__(self, *, bots: int = 3, seed: int = 1, trace: str | None = None) -> None:
+        self.trace = trace
         self.bot_count = bots
         self.seed = seed
         self.api_secret = secrets.token_urlsafe(32)
@@ -78,7 +79,9 @@ class EmbeddedArena:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server, arena = await start_arena(API_KEY, self.api_secret, seed=self.seed)
+        server, arena = await start_arena(
+            API_KEY, self.api_secret, seed=self.seed, trace=self.trace
+        )
         bots: list[BotClient] = []
         tasks: list[asyncio.Task[None]] = []
         try:

@@ -58,6 +58,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0, help="simulated extra RTT, ms")
     parser.add_argument("--loss", type=float, default=0, help="simulated loss, 0..0.5")
     parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    parser.add_argument(
+        "--trace", metavar="FILE", help="record the embedded server's trace (see netcode-trace)"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.bots <= 32:
         parser.error("--bots must be between 0 and 32")
@@ -256,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.connect:
             url, token = args.connect, args.token
         else:
-            arena = EmbeddedArena(bots=args.bots, seed=args.seed)
+            arena = EmbeddedArena(bots=args.bots, seed=args.seed, trace=args.trace)
             arena.start()
             url, token = arena.url, arena.token("player", args.name)
             print(f"hosting room 'arena' on {arena.url} with {args.bots} bots", flush=True)

@@ -268,10 +268,19 @@ class ArenaServer:
 
 
 async def start_arena(
-    api_key: str, api_secret: str, *, host: str = "127.0.0.1", port: int = 0, seed: int = 1
+    api_key: str,
+    api_secret: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: int = 1,
+    trace: str | None = None,
 ) -> tuple[RoomServer, ArenaServer]:
-    """A started room server with the arena attached to room ``arena``."""
-    server = RoomServer(api_key, api_secret)
+    """A started room server with the arena attached to room ``arena``.
+
+    ``trace``: a file to record the server's trace in (see ``netcode-trace``).
+    """
+    server = RoomServer(api_key, api_secret, trace=trace)
     await server.start(host, port)
     arena = ArenaServer(seed=seed)
     arena.attach(server.room(ROOM_NAME))
@@ -289,7 +298,12 @@ async def stop_arena(server: RoomServer, arena: ArenaServer) -> None:
 
 async def _serve(args: argparse.Namespace, ready: str) -> None:
     server, arena = await start_arena(
-        args.api_key, args.api_secret, host=args.host, port=args.port, seed=args.seed
+        args.api_key,
+        args.api_secret,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        trace=args.trace,
     )
     print(f"netcode-demo-server: room {ROOM_NAME!r} on {server.url}", flush=True)
     if ready:
@@ -327,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dev", action="store_true", help="make up a key and secret if none given; print tokens"
     )
     parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    parser.add_argument("--trace", metavar="FILE", help="record the server's trace (JSON lines)")
     parser.add_argument("--stats-every", type=float, default=10.0, help="seconds between logs")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)

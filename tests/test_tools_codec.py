@@ -22,3 +22,12 @@ def test_bench_codec_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_codec_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["codec", "--iterations", "100"]) == 0
     assert "fast enc" in capsys.readouterr().out
+
+
+def test_bench_link_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["link", "--datagrams", "2000", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["reported_once"] and result["crossed_wrap"]
+    assert result["acked_but_not_received"] == 0
+    assert result["acked"] + result["lost"] == result["ack_eliciting"]
+    assert abs(result["loss_estimate"] - result["configured_loss"]) < 0.02

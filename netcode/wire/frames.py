@@ -42,7 +42,6 @@ class FrameType(enum.IntEnum):
     SNAPSHOT = 17  #: one self-contained part of a state snapshot
     INPUT = 18  #: a client's recent inputs, sent redundantly
     EVENT = 19  #: reliable-ordered game events riding the lossy channel
-    CONTROL = 20  #: small control messages of the rooms layer
     INPUT_ACK = 21  #: the server's last applied input, per snapshot tick
 
 

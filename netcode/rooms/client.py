@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from netcode.auth import token_error_from_code
-from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
+from netcode.core import EndpointConfig, Event, FrameReceived
 from netcode.core.stats import ConnectionStats
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.emitter import EventEmitter
@@ -690,14 +690,7 @@ class Room(EventEmitter):
             )
         topic_id, inline = self._topics_out.lossy_ref(topic)
         frame = encode_lossy_up(topic_id, inline, text, destinations, data)
-        on_delivery = None
-        if inline is not None:
-            topics = self._topics_out
-
-            def on_delivery(result: Delivery, topic_id: int = topic_id) -> None:
-                if result is Delivery.ACKED:
-                    topics.confirm(topic_id)
-
+        on_delivery = None if inline is None else self._topics_out.confirm_when_acked(topic_id)
         assert self.connection is not None
         # While the link is backed up, lossy data waits in the endpoint's queue; if it has
         # not left within LOSSY_DATA_MAX_AGE_S it is stale, and dropped (and counted) unsent.

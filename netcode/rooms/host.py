@@ -287,7 +287,7 @@ class GameHost(RoomHost):
                 max_part_bytes=MAX_FRAME_PAYLOAD_BYTES - 6 - len(topic.encode()),
                 history_depth=self.history_depth,
             )
-        topics = participant.topics_out
+        confirm = None if inline is None else participant.topics_out.confirm_when_acked(topic_id)
         for index, part in enumerate(encoder.encode(tick)):
             payload = encode_lossy_down(0, topic_id, inline, False, part.payload)
 
@@ -295,11 +295,10 @@ class GameHost(RoomHost):
                 result: Delivery,
                 encoder: SnapshotEncoder = encoder,
                 part_id: int = part.part_id,
-                named: bool = inline is not None,
             ) -> None:
                 acked = result is Delivery.ACKED
-                if acked and named:
-                    topics.confirm(topic_id)
+                if confirm is not None:
+                    confirm(result)
                 if not acked:
                     client.parts_lost += 1
                 encoder.on_part_delivered(part_id, acked)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
-from netcode.core import Delivery, EndpointConfig, Event, FrameReceived
+from netcode.core import EndpointConfig, Event, FrameReceived
 from netcode.errors import ProtocolError, SendQueueFull
 from netcode.rooms.events import EventLink, encode_fallback
 from netcode.rooms.protocol import (
@@ -227,14 +227,7 @@ class ServerParticipant:
         """Relay a data packet to this client on the matching channel."""
         if lossy:
             topic_id, inline = self.topics_out.lossy_ref(topic)
-            on_delivery = None
-            if inline is not None:
-                topics = self.topics_out
-
-                def on_delivery(result: Delivery, topic_id: int = topic_id) -> None:
-                    if result is Delivery.ACKED:
-                        topics.confirm(topic_id)
-
+            on_delivery = None if inline is None else self.topics_out.confirm_when_acked(topic_id)
             try:
                 self.connection.send_frame(
                     FrameType.DATA,

@@ -8,6 +8,9 @@ message on the reliable channel or from a name carried inline by a lossy frame. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from netcode.core.events import Delivery
 from netcode.errors import ProtocolError
 from netcode.rooms.protocol import MAX_TOPIC_CHARS
 
@@ -54,6 +57,15 @@ class OutgoingTopics:
     def confirm(self, topic_id: int) -> None:
         """The peer holds this binding (a datagram naming it inline was acknowledged)."""
         self._confirmed.add(topic_id)
+
+    def confirm_when_acked(self, topic_id: int) -> Callable[[Delivery], None]:
+        """A delivery callback for a frame naming ``topic_id`` inline: ACKED confirms it."""
+
+        def on_delivery(result: Delivery) -> None:
+            if result is Delivery.ACKED:
+                self._confirmed.add(topic_id)
+
+        return on_delivery
 
 
 class IncomingTopics:

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import eventually as wait_until
 
 from netcode.auth import AccessToken, Grants
 from netcode.errors import ProtocolError, SendQueueFull
@@ -33,9 +34,7 @@ def token(identity: str) -> str:
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 8.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+    await wait_until(condition, timeout)
 
 
 class Recorder(RoomHost):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from netcode.auth import AccessToken, Grants
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
@@ -36,12 +37,6 @@ class Weather:
 def token(identity: str) -> str:
     grants = Grants(room_join=True, room="game")
     return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grants).to_jwt()
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 class Game:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from netcode.auth import (
     AccessToken,
@@ -54,12 +55,6 @@ def token(
     grant = Grants(**{"room_join": True, "room": room, **grants})
     builder = AccessToken(key, secret).with_identity(identity).with_grants(grant).with_ttl(600)
     return builder.to_jwt(now=time.time() - issued_ago)
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 class Client:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from netcode.auth import AccessToken, Grants
 from netcode.rooms import Room, RoomServer
@@ -35,12 +36,6 @@ SECRET = "test-secret-that-is-long-enough-for-hs256!"
 def token(identity: str, **grants: Any) -> str:
     grant = Grants(**{"room_join": True, "room": "arena", **grants})
     return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grant).to_jwt()
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

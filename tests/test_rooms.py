@@ -430,3 +430,20 @@ async def test_server_in_another_process() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def test_a_client_that_stops_reading_is_disconnected(
+    server: RoomServer, connect: Any
+) -> None:
+    alice, bob, carol = await connect("alice"), await connect("bob"), await connect("carol")
+    await eventually(lambda: len(alice.room.remote_participants) == 2)
+    room = server.rooms["arena"]
+    slow = room.by_identity("bob")
+    assert slow is not None
+    # bob's SCTP queue fills up as if bob had stopped reading
+    slow.link.send_backlog = lambda: server.max_backlog_bytes + 1  # type: ignore[method-assign]
+    await alice.room.local_participant.publish_data("for everyone")
+    await eventually(lambda: not bob.room.isconnected())
+    assert server.slow_disconnects == 1
+    await alice.room.local_participant.publish_data("still here")
+    await eventually(lambda: carol.data() == ["for everyone", "still here"])

@@ -139,11 +139,15 @@ class ServerTrack:
 
     def relay(self, message: bytes | str) -> None:
         self.relayed += 1
-        for channel in list(self.outbound.values()):
+        room = self.owner.room
+        for pid, channel in list(self.outbound.items()):
             try:
                 channel.send(message)
             except (ChannelNotOpen, ValueError):
-                pass  # a subscriber's channel closing or not yet open: it misses this one
+                continue  # a subscriber's channel closing or not yet open: it misses this one
+            subscriber = room.participants.get(pid)
+            if subscriber is not None and channel.reliable:
+                subscriber.check_backlog()
 
 
 class ServerParticipant:
@@ -189,6 +193,8 @@ class ServerParticipant:
         self.packets_relayed = 0
         #: lossy packets for this client dropped because its send queue was full
         self.lossy_dropped = 0
+        #: set once this client was disconnected for not reading
+        self.slow = False
         self.left = asyncio.Event()
 
     def wire(self) -> dict[str, Any]:
@@ -219,7 +225,20 @@ class ServerParticipant:
         try:
             self.link.send_reliable(encode_message(kind, **fields))
         except ChannelNotOpen:
-            pass  # leaving: the room forgets it in a moment
+            return  # leaving: the room forgets it in a moment
+        self.check_backlog()
+
+    def check_backlog(self) -> None:
+        """Disconnect a client that stopped reading: its reliable queue must not grow forever."""
+        if not self.slow and self.link.send_backlog() > self.server.max_backlog_bytes:
+            self.slow = True
+            logger.warning(
+                "%s: more than %d bytes queued; disconnecting a slow client",
+                self.link.name,
+                self.server.max_backlog_bytes,
+            )
+            self.server.slow_disconnects += 1
+            self.disconnect()
 
     def send_data(
         self, sender_pid: int, topic: str, text: bool, payload: bytes, lossy: bool
@@ -642,6 +661,7 @@ class RoomServer:
         endpoint_config: EndpointConfig | None = None,
         max_protocol_errors: int = 20,
         max_participants: int = DEFAULT_MAX_PARTICIPANTS,
+        max_backlog_bytes: int = 8 * 1024 * 1024,
         trace: TraceTarget = None,
     ) -> None:
         self.verifier = TokenVerifier(api_key, api_secret)
@@ -649,6 +669,9 @@ class RoomServer:
         self.endpoint_config = endpoint_config
         self.max_protocol_errors = max_protocol_errors
         self.max_participants = max_participants
+        #: a client with more than this queued towards it (it stopped reading) is dropped
+        self.max_backlog_bytes = max_backlog_bytes
+        self.slow_disconnects = 0
         self.rooms: dict[str, ServerRoom] = {}
         #: EXTENSION channel -> router(room, sender, body) for layers the server itself runs
         #: (RPC, streams); a router raises ProtocolError for a malformed body. Channels with

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from netcode.core import Delivery, Endpoint, EndpointConfig, FrameReceived
 from netcode.transport.connection import DatagramConnection
 from netcode.wire import FrameType
@@ -104,3 +106,33 @@ async def test_malformed_datagrams_are_reported() -> None:
     assert len(bad) == 2
     connection.close()
     assert link.handler is None
+
+
+async def test_sends_are_paced() -> None:
+    link = FakeLink()
+    clock = [0.0]
+    connection = DatagramConnection(
+        link,
+        lambda e: None,
+        config=EndpointConfig(ping_interval=None),
+        clock=lambda: clock[0],
+        pacing_rate=1000.0,
+        pacing_burst=10,
+    )
+    for i in range(50):  # a burst: 50 datagrams' worth of frames at once
+        connection.send_frame(FrameType.DATA, bytes([i]) * 1000)
+    connection.flush()
+    assert len(link.sent) == 10  # the burst allowance
+    assert connection.flushes_paced == 1
+    clock[0] = 0.005  # five milliseconds refill five tokens
+    connection.flush()
+    assert len(link.sent) == 15
+    clock[0] = 1.0  # a long pause refills the bucket only up to its burst
+    connection.flush()
+    assert len(link.sent) == 25
+    while len(link.sent) < 50:
+        clock[0] += 0.01
+        connection.flush()
+    assert clock[0] == pytest.approx(1.03)  # 25 more at 1000 a second after the burst
+    assert received_payloads(link.sent) == [bytes([i]) * 1000 for i in range(50)]
+    connection.close()

@@ -314,7 +314,8 @@ class Endpoint:
             out.append(self._emit(frames, trackers, now))
         # compare as get_timer() computes the deadline, so the timer always finds work
         owed = self._ack_owed_since
-        if not out and owed is not None and now >= owed + self.config.max_ack_delay:
+        room_left = max_datagrams is None or max_datagrams > 0
+        if not out and room_left and owed is not None and now >= owed + self.config.max_ack_delay:
             out.append(self._emit([], [], now))
         for tracker in dropped:
             tracker.lost()

@@ -5,10 +5,14 @@ channel goes to ``receive_datagram``, events are drained to a callback, whatever
 wants to send is handed to the channel, and one timer is re-armed at ``get_timer()``.
 
 Sends are flushed at the end of the current event-loop iteration (``call_soon``), so frames
-queued together leave together. While the connection's send queue is backed up
-(``link.send_backlog()`` above the link's limit), it does not pull datagrams from the endpoint:
-they wait there, where superseded snapshot parts replace older ones and expired frames are
-dropped, instead of queueing stale behind SCTP's congestion window.
+queued together leave together, and paced by a token bucket (``pacing_rate`` datagrams a
+second, bursts of ``pacing_burst``): thousands of back-to-back datagrams would overflow the
+receiver's UDP buffer, where the same datagrams paced arrive.
+
+While the connection's send queue is backed up (``link.send_backlog()`` above the link's
+limit), it does not pull datagrams from the endpoint: they wait there, where superseded
+snapshot parts replace older ones and expired frames are dropped, instead of queueing
+stale behind SCTP's congestion window.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class DatagramConnection:
         clock: Callable[[], float] | None = None,
         on_malformed: Callable[[], None] | None = None,
         tracer: Tracer | None = None,
+        pacing_rate: float = 2000.0,
+        pacing_burst: int = 32,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.link = link
@@ -79,6 +85,12 @@ class DatagramConnection:
         #: flushes skipped because the link was backed up
         self.flushes_deferred = 0
         self._hooks: list[FlushHook] = []
+        self.pacing_rate = pacing_rate
+        self.pacing_burst = pacing_burst
+        self._tokens = float(pacing_burst)
+        self._tokens_at = self._clock()
+        #: flushes that left datagrams queued to keep to the pacing rate
+        self.flushes_paced = 0
         link.on_lossy(self._on_datagram)
 
     def now(self) -> float:
@@ -139,7 +151,17 @@ class DatagramConnection:
                 # a hook's "now" (a time already past) waits a millisecond, not a busy loop
                 when = max(when, now + 0.001)
                 timer = when if timer is None else min(timer, when)
-        for datagram in endpoint.datagrams_to_send(now):
+        tokens = min(
+            float(self.pacing_burst), self._tokens + (now - self._tokens_at) * self.pacing_rate
+        )
+        self._tokens_at = now
+        datagrams = endpoint.datagrams_to_send(now, max_datagrams=int(tokens))
+        self._tokens = tokens - len(datagrams)
+        if endpoint.send_queue_bytes:  # paced: the rest leaves when the bucket refills
+            self.flushes_paced += 1
+            when = now + max(1.0 - self._tokens, 0.0) / self.pacing_rate
+            timer = when if timer is None else min(timer, when)
+        for datagram in datagrams:
             try:
                 if not link.send_lossy(datagram):
                     self.datagrams_refused += 1

@@ -175,9 +175,10 @@ async def _play(
                 client.say(commands.chat_to_send)
             client.set_impairment(commands.sim_latency_ms, commands.sim_loss)
             move = (commands.move_x, commands.move_y)
-            client.advance(
-                now - last, client.think if isinstance(client, BotClient) else (lambda m=move: m)
-            )
+            if isinstance(client, BotClient):
+                client.advance(now - last, client.think)
+            else:
+                client.advance(now - last, lambda move=move: move)  # type: ignore[misc]
             last = now
             if now >= next_sample:
                 client.record_stats(now)

@@ -162,4 +162,4 @@ def environment_state(e: EnvironmentEntity) -> EnvironmentState:
 
 def entity_fields(obj: object) -> dict[str, object]:
     """An entity's fields by name (for ``World.update``)."""
-    return attrs.asdict(obj, recurse=False)
+    return attrs.asdict(obj, recurse=False)  # type: ignore[arg-type]

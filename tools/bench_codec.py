@@ -63,7 +63,7 @@ def _measure_datagram(frames: list[tuple[int, bytes]], compiled: Any, n: int) ->
 
 def measure(iterations: int) -> dict[str, Any]:
     compiled = DATAGRAM.compile()
-    cases = {
+    cases: dict[str, list[tuple[int, bytes]]] = {
         "small": [(FrameType.INPUT, b"i" * 24)],
         "full": [
             (FrameType.SNAPSHOT, b"s" * 700),

@@ -82,7 +82,7 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
     total_ticks = max(2, round(args.seconds * hz))
     warmup = min(round(args.warmup * hz), total_ticks // 2)
     acks: dict[int, list[tuple[int, bool]]] = defaultdict(list)
-    sums = defaultdict(float)
+    sums: defaultdict[str, float] = defaultdict(float)
     measured = 0
     json_sizes: list[int] = []
     msgpack_sizes: list[int] = []

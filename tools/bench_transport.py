@@ -300,10 +300,11 @@ async def measure_room(args: argparse.Namespace) -> list[Row]:
             lambda packet: probes[packet.kind.value == "reliable"].echoed(packet.data),
         )
         for reliable_kind in (True, False):
-            await probes[reliable_kind].run(
-                lambda data, r=reliable_kind: alice.publish_data(data, r, ["bob"], "bench"),
-                args.messages,
-            )
+
+            def send(data: bytes, reliable: bool = reliable_kind) -> None:
+                alice.publish_data(data, reliable, ["bob"], "bench")
+
+            await probes[reliable_kind].run(send, args.messages)
     finally:
         await alice.disconnect()
         await bob.disconnect()

@@ -35,9 +35,6 @@ import sys
 import time
 from typing import Any
 
-from netcode_tools.load_server import KEY as LOAD_KEY
-from netcode_tools.load_server import SECRET as LOAD_SECRET
-
 from netcode.auth import AccessToken, Grants
 from netcode.replication.clock import ServerClock, TickTimeline
 from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
@@ -48,6 +45,10 @@ from netcode.rooms.host import decode_hello_untrusted, piggyback_acks
 from netcode.rooms.protocol import ExtensionChannel, decode_lossy_down_untrusted
 from netcode.rooms.replica import Replica
 from netcode.wire import FrameType
+
+from .load_server import KEY as LOAD_KEY
+from .load_server import LOAD_REGISTRY
+from .load_server import SECRET as LOAD_SECRET
 
 __all__ = ["connect_bots", "drive_bots", "main", "measure"]
 
@@ -158,8 +159,6 @@ async def connect_bots(
 
     Every ``full_every``-th bot decodes its snapshots fully (see :class:`Bot`).
     """
-    from netcode_tools.load_server import LOAD_REGISTRY
-
     bots = [Bot(i, LOAD_REGISTRY, full=i % full_every == 0) for i in range(clients)]
     started = time.perf_counter()
     for first in range(0, clients, 4):

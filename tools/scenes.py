@@ -152,7 +152,9 @@ class Arena256:
         for _ in range(64):
             x, y = self._spot()
             n = {"x": x, "y": y, "heading": 0.0, "target": self._spot(), "pause": 0}
-            n["id"] = world.spawn(Npc(x=x, y=y, kind=r.choice(list(NpcKind)), walking=True))
+            n["id"] = world.spawn(
+                Npc(x=x, y=y, heading=0.0, kind=r.choice(list(NpcKind)), walking=True)
+            )
             self.npcs.append(n)
         for _ in range(160):
             self.pickups.append(self._spawn_pickup(world))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, dataclass_transform
 
 import attrs
 
@@ -616,6 +616,12 @@ DEFAULT_REGISTRY = SchemaRegistry()
 C = TypeVar("C", bound=type)
 
 
+# Tells type checkers that a decorated class gets an attrs __init__ from its q* fields
+# (checked as keyword arguments: name every field you set).
+@dataclass_transform(
+    kw_only_default=True,
+    field_specifiers=(attrs.field, qfloat, qint, qbool, qenum, qangle, qquat, qstring, qcolor)
+)
 def entity(
     *, type_id: int, priority: float = 1.0, registry: SchemaRegistry | None = None
 ) -> Callable[[C], C]:

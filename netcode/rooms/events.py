@@ -36,7 +36,7 @@ import logging
 import struct
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 import attrs
 from construct import (
@@ -143,6 +143,8 @@ DEFAULT_EVENT_TYPES = EventRegistry()
 C = TypeVar("C", bound=type)
 
 
+# Tells type checkers that a decorated class becomes a frozen attrs class.
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def event_type(*, type_id: int, registry: EventRegistry | None = None) -> Callable[[C], C]:
     """Class decorator: make ``cls`` a frozen attrs class (if needed) and register it."""
 

@@ -447,3 +447,23 @@ async def test_a_client_that_stops_reading_is_disconnected(
     assert server.slow_disconnects == 1
     await alice.room.local_participant.publish_data("still here")
     await eventually(lambda: carol.data() == ["for everyone", "still here"])
+
+
+async def test_rooms_are_isolated(server: RoomServer) -> None:
+    clients = {}
+    for identity, room_name in (("ann", "red"), ("ben", "red"), ("cat", "blue"), ("dan", "blue")):
+        room = Room()
+        clients[identity] = Client(room)
+        await room.connect(server.url, token(identity, room=room_name))
+    await eventually(lambda: set(server.rooms) == {"red", "blue"})
+    assert set(clients["ann"].room.remote_participants) == {"ben"}
+    assert set(clients["cat"].room.remote_participants) == {"dan"}
+    await clients["ann"].room.local_participant.publish_data("red only")
+    await clients["cat"].room.local_participant.publish_data(b"blue only", reliable=False)
+    await eventually(lambda: clients["ben"].packets and clients["dan"].packets)
+    await asyncio.sleep(0.1)
+    assert clients["ben"].data() == ["red only"]
+    assert clients["dan"].data() == [b"blue only"]
+    for client in clients.values():
+        await client.room.disconnect()
+    await eventually(lambda: not server.rooms)  # empty rooms are closed

@@ -620,7 +620,7 @@ C = TypeVar("C", bound=type)
 # (checked as keyword arguments: name every field you set).
 @dataclass_transform(
     kw_only_default=True,
-    field_specifiers=(attrs.field, qfloat, qint, qbool, qenum, qangle, qquat, qstring, qcolor)
+    field_specifiers=(attrs.field, qfloat, qint, qbool, qenum, qangle, qquat, qstring, qcolor),
 )
 def entity(
     *, type_id: int, priority: float = 1.0, registry: SchemaRegistry | None = None

@@ -467,3 +467,15 @@ async def test_rooms_are_isolated(server: RoomServer) -> None:
     for client in clients.values():
         await client.room.disconnect()
     await eventually(lambda: not server.rooms)  # empty rooms are closed
+
+
+async def test_destinations_given_as_a_generator(connect: Any) -> None:
+    alice, bob, carol = await connect("alice"), await connect("bob"), await connect("carol")
+    await eventually(lambda: len(alice.room.remote_participants) == 2)
+    publish = alice.room.local_participant.publish_data
+    await publish("nobody here", destination_identities=(i for i in ["zed"]))
+    await publish("for bob", destination_identities=(i for i in ["bob"]))
+    await eventually(lambda: bob.packets)
+    await asyncio.sleep(0.1)
+    assert bob.data() == ["for bob"]
+    assert carol.packets == []

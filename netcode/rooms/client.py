@@ -577,6 +577,16 @@ class Room(EventEmitter):
         except ChannelNotOpen as exc:
             raise DisconnectedError(str(exc)) from None
 
+    def _destination_pids(self, identities: Iterable[str]) -> list[int] | None:
+        """The pids of the named participants present ([] when none were named: everyone).
+
+        None when identities were named but none is in the room: as in LiveKit, an identity
+        not in the room receives nothing, so the packet goes nowhere.
+        """
+        named = list(identities)  # once: a generator would be empty on a second pass
+        pids = [p.pid for i in named if (p := self.remote_participants.get(i)) is not None]
+        return None if named and not pids else pids
+
     def send_extension(self, channel: int, body: bytes) -> None:
         """Send an EXTENSION message (used by the events, RPC and streams layers)."""
         self._send(Kind.EXTENSION, channel=channel, pid=0, body=body)
@@ -590,12 +600,8 @@ class Room(EventEmitter):
         """
         self._require_link()
         assert self.events is not None and self.connection is not None
-        destinations = [
-            p.pid
-            for identity in destination_identities
-            if (p := self.remote_participants.get(identity)) is not None
-        ]
-        if list(destination_identities) and not destinations:
+        destinations = self._destination_pids(destination_identities)
+        if destinations is None:
             return
         self.events.send_up(event, check_topic(topic), destinations)
         self.connection.schedule_flush()
@@ -656,13 +662,8 @@ class Room(EventEmitter):
             data = bytes(payload)
         else:
             raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
-        destinations = []
-        for identity in destination_identities:
-            participant = self.remote_participants.get(identity)
-            if participant is not None:
-                destinations.append(participant.pid)
-            # an identity not in the room receives nothing, as in LiveKit
-        if list(destination_identities) and not destinations:
+        destinations = self._destination_pids(destination_identities)
+        if destinations is None:
             return
         if reliable:
             if len(data) > MAX_RELIABLE_PAYLOAD_BYTES:

@@ -39,7 +39,7 @@ from netcode.rooms.protocol import (
     ExtensionChannel,
     Kind,
     decode_lossy_down_untrusted,
-    decode_message_untrusted,
+    dispatch_message_untrusted,
     encode_lossy_up,
     encode_message,
     track_options,
@@ -712,11 +712,7 @@ class Room(EventEmitter):
 
     def _on_reliable(self, data: bytes | str) -> None:
         try:
-            kind, body = decode_message_untrusted(data)
-            handler = _SERVER_MESSAGES.get(kind)
-            if handler is None:
-                raise ProtocolError(f"{kind.name} is not a server message")
-            handler(self, body)
+            dispatch_message_untrusted(data, _SERVER_MESSAGES, self)
         except ProtocolError as exc:
             self._protocol_error(str(exc))
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from construct import (
     Byte,
@@ -48,6 +49,7 @@ __all__ = [
     "decode_lossy_down_untrusted",
     "decode_lossy_up_untrusted",
     "decode_message_untrusted",
+    "dispatch_message_untrusted",
     "encode_lossy_down",
     "encode_lossy_up",
     "encode_message",
@@ -168,6 +170,24 @@ _KINDS = frozenset(int(k) for k in Kind)
 def encode_message(kind: Kind, **fields: Any) -> bytes:
     """Build one reliable-channel message."""
     return bytes(MESSAGE.build({"kind": kind, "body": fields}))
+
+
+T = TypeVar("T")
+
+
+def dispatch_message_untrusted(
+    data: bytes | str, handlers: Mapping[Kind, Callable[[T, Any], None]], target: T
+) -> None:
+    """Parse a reliable-channel message and call its handler with ``(target, body)``.
+
+    Raises ProtocolError for a malformed message or a kind ``handlers`` does not take (a
+    server message sent by a client, say).
+    """
+    kind, body = decode_message_untrusted(data)
+    handler = handlers.get(kind)
+    if handler is None:
+        raise ProtocolError(f"{kind.name} is not expected from this peer")
+    handler(target, body)
 
 
 def decode_message_untrusted(data: bytes | str) -> tuple[Kind, Any]:

@@ -39,7 +39,7 @@ from netcode.rooms.protocol import (
     ExtensionChannel,
     Kind,
     decode_lossy_up_untrusted,
-    decode_message_untrusted,
+    dispatch_message_untrusted,
     encode_lossy_down,
     encode_message,
     track_options,
@@ -309,11 +309,7 @@ class ServerParticipant:
 
     def on_reliable(self, data: bytes | str) -> None:
         try:
-            kind, body = decode_message_untrusted(data)
-            handler = _CLIENT_MESSAGES.get(kind)
-            if handler is None:
-                raise ProtocolError(f"{kind.name} is not a client message")
-            handler(self, body)
+            dispatch_message_untrusted(data, _CLIENT_MESSAGES, self)
         except ProtocolError as exc:
             self.protocol_error(str(exc))
 

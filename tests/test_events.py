@@ -10,7 +10,7 @@ import attrs
 import pytest
 from helpers import eventually as wait_until
 
-from netcode.auth import AccessToken, Grants
+from netcode.cli import make_token
 from netcode.errors import ProtocolError, SendQueueFull
 from netcode.rooms import Room, RoomHost, RoomServer, ServerParticipant
 from netcode.rooms.events import Chat, Despawn, EventCodec, EventRegistry, Spawn, event_type
@@ -29,8 +29,7 @@ class Blob:
 
 
 def token(identity: str) -> str:
-    grants = Grants(room_join=True, room="events")
-    return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grants).to_jwt()
+    return make_token(KEY, SECRET, identity, "events")
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 8.0) -> None:

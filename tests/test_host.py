@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import eventually
 
-from netcode.auth import AccessToken, Grants
+from netcode.cli import make_token
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
 from netcode.rooms import Room, RoomServer
 from netcode.rooms.host import GameHost
@@ -35,8 +35,7 @@ class Weather:
 
 
 def token(identity: str) -> str:
-    grants = Grants(room_join=True, room="game")
-    return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grants).to_jwt()
+    return make_token(KEY, SECRET, identity, "game")
 
 
 class Game:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import eventually
 
-from netcode.auth import AccessToken, Grants
+from netcode.cli import make_token
 from netcode.rooms import Room, RoomServer
 from netcode.rooms.protocol import Kind
 from netcode.rooms.rpc import (
@@ -34,8 +34,7 @@ SECRET = "test-secret-that-is-long-enough-for-hs256!"
 
 
 def token(identity: str, **grants: Any) -> str:
-    grant = Grants(**{"room_join": True, "room": "arena", **grants})
-    return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grant).to_jwt()
+    return make_token(KEY, SECRET, identity, "arena", **grants)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers import eventually
 
-from netcode.auth import AccessToken, Grants
+from netcode.cli import make_token
 from netcode.errors import ProtocolError
 from netcode.rooms import Room, RoomServer
 from netcode.rooms.server import ExtensionChannel
@@ -35,8 +35,7 @@ SECRET = "test-secret-that-is-long-enough-for-hs256!"
 
 
 def token(identity: str, **grants: Any) -> str:
-    grant = Grants(**{"room_join": True, "room": "arena", **grants})
-    return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grant).to_jwt()
+    return make_token(KEY, SECRET, identity, "arena", **grants)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from netcode_tools import trace as trace_tool
 
-from netcode.auth import AccessToken, Grants
+from netcode.cli import make_token
 from netcode.core import Endpoint, EndpointConfig
 from netcode.rooms import DataPacket, Room, RoomServer
 from netcode.trace import TraceFormatError, TraceReader, TraceSink, TraceWriter, read_trace
@@ -348,8 +348,7 @@ SECRET = "trace-secret-that-is-long-enough-for-hs256!"
 
 
 def _token(identity: str) -> str:
-    grants = Grants(room_join=True, room="arena")
-    return AccessToken(KEY, SECRET).with_identity(identity).with_grants(grants).to_jwt()
+    return make_token(KEY, SECRET, identity, "arena")
 
 
 async def _eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:

@@ -36,7 +36,8 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-from netcode.auth import AccessToken, Claims, Grants, TokenVerifier
+from netcode.auth import Claims, TokenVerifier
+from netcode.cli import make_token
 from netcode.transport.webrtc import (
     PeerLink,
     SignalingServer,
@@ -154,12 +155,7 @@ async def measure_peerlink(args: argparse.Namespace) -> list[Row]:
         link.on_reliable(on_reliable)
         link.on_lossy(on_lossy)
 
-    token = (
-        AccessToken(_KEY, _SECRET)
-        .with_identity("bench")
-        .with_grants(Grants(room_join=True, room="bench"))
-        .to_jwt()
-    )
+    token = make_token(_KEY, _SECRET, "bench", "bench")
     server = SignalingServer(authorize, on_peer)
     await server.start("127.0.0.1", 0)
     try:
@@ -270,8 +266,7 @@ async def measure_room(args: argparse.Namespace) -> list[Row]:
     await server.start("127.0.0.1", 0)
 
     def token(identity: str) -> str:
-        grants = Grants(room_join=True, room="bench")
-        return AccessToken(_KEY, _SECRET).with_identity(identity).with_grants(grants).to_jwt()
+        return make_token(_KEY, _SECRET, identity, "bench")
 
     alice, bob = Room(), Room()
     try:

@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any
 
-from netcode.auth import AccessToken, Grants
+from netcode.cli import make_token
 from netcode.replication.clock import ServerClock, TickTimeline
 from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
 from netcode.replication.wire import decode_part_header_untrusted
@@ -148,8 +148,7 @@ class Bot:
 
 
 def _token(key: str, secret: str, room: str, identity: str) -> str:
-    grants = Grants(room_join=True, room=room)
-    return AccessToken(key, secret).with_identity(identity).with_grants(grants).to_jwt()
+    return make_token(key, secret, identity, room)
 
 
 async def connect_bots(

@@ -79,6 +79,7 @@ class DatagramConnection:
         self._clock = clock or self._loop.time
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None  # the deadline the armed timer stands for
         self._closed = False
         #: datagrams the endpoint produced that the link refused (backed up)
         self.datagrams_refused = 0
@@ -203,11 +204,21 @@ class DatagramConnection:
                 logger.exception("%s: event handler raised", endpoint.name)
 
     def _arm(self, when: float | None) -> None:
+        # Flushes run for every datagram received; most leave the deadline where it was,
+        # and then the armed timer stands instead of being cancelled and made anew.
+        if self._timer is not None and not self._timer.cancelled() and when == self._timer_due:
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_due = when
         if when is None or self._closed:
             return
         # The endpoint's clock may not be the loop's: convert to a delay.
         delay = max(when - self._clock(), 0.0)
-        self._timer = self._loop.call_later(delay, self.flush)
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due = None
+        self.flush()

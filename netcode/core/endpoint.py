@@ -200,6 +200,7 @@ class Endpoint:
         self._in_flight: dict[int, _Sent] = {}  # insertion order = send order
         self._queue: deque[_Pending] = deque()
         self._queue_bytes = 0
+        self._next_expiry: float | None = None  # earliest expires_at among queued frames
         self._keyed: dict[object, list[_Pending]] = {}
         self._next_message_id = 0
         self._peer_newest_ack: int | None = None
@@ -268,6 +269,8 @@ class Endpoint:
         tracker = _Tracker(on_delivery, len(pieces)) if on_delivery is not None else None
         entries = [_Pending(t, p, tracker, supersede_key, expires_at) for t, p in pieces]
         self._queue.extend(entries)
+        if expires_at is not None and (self._next_expiry is None or expires_at < self._next_expiry):
+            self._next_expiry = expires_at
         self._queue_bytes += size
         if supersede_key is not None:
             self._keyed[supersede_key] = entries
@@ -597,17 +600,25 @@ class Endpoint:
         self._queue_bytes += self._queue[0].size
 
     def _drop_expired(self, now: float, dropped: list[_Tracker]) -> None:
-        if not self._queue:
+        # Walk the queue only once something in it has expired: a paced backlog is
+        # flushed every millisecond. Cancelled entries are skipped when packing anyway.
+        if not self._queue or self._next_expiry is None or now <= self._next_expiry:
             return
         kept: deque[_Pending] = deque()
+        next_expiry: float | None = None
         for entry in self._queue:
             if entry.cancelled:
                 continue
-            if entry.expires_at is not None and now > entry.expires_at:
-                self._discard(entry, dropped)
-                continue
+            expires_at = entry.expires_at
+            if expires_at is not None:
+                if now > expires_at:
+                    self._discard(entry, dropped)
+                    continue
+                if next_expiry is None or expires_at < next_expiry:
+                    next_expiry = expires_at
             kept.append(entry)
         self._queue = kept
+        self._next_expiry = next_expiry
 
     def _cancel_key(self, key: object) -> None:
         entries = self._keyed.pop(key, None)

@@ -47,6 +47,7 @@ import attrs
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
 
 from netcode.errors import NetcodeError
+from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.wire import MAX_DATAGRAM_BYTES
 
 __all__ = [
@@ -392,6 +393,11 @@ class PeerLink:
 
     Create it with ``connect_peer()`` (client) or receive it from ``SignalingServer``'s
     ``on_peer`` (server); the constructor is for those two and for tests.
+
+    ``impairment`` (an :class:`~netcode.transport.impair.Impairment`, or an
+    :class:`~netcode.transport.impair.ImpairedPath` to share or keep a handle on) impairs
+    every UDP datagram of ``pc`` both ways; it is attached here, so create the link before
+    ``setLocalDescription``. The active path is :attr:`impairment`.
     """
 
     def __init__(
@@ -400,6 +406,7 @@ class PeerLink:
         *,
         name: str = "",
         lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+        impairment: Impairment | ImpairedPath | None = None,
     ) -> None:
         self._pc = pc
         #: prefix of this link's log lines
@@ -436,11 +443,22 @@ class PeerLink:
         )
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
+        # Attached once the channels gave pc its ICE transport, before any gathering.
+        self._impairment: ImpairedPath | None = None
+        if impairment is not None:
+            path = impairment if isinstance(impairment, ImpairedPath) else ImpairedPath(impairment)
+            path.attach(pc)
+            self._impairment = path
 
     @property
     def pc(self) -> RTCPeerConnection:
         """The underlying aiortc peer connection."""
         return self._pc
+
+    @property
+    def impairment(self) -> ImpairedPath | None:
+        """The impairment acting on this link's UDP datagrams, or None."""
+        return self._impairment
 
     @property
     def connection_state(self) -> str:

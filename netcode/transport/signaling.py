@@ -31,6 +31,7 @@ from aiohttp import web
 from aiortc import RTCIceServer, RTCSessionDescription
 
 from netcode.auth import Claims, TokenError, token_error_from_code
+from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import (
     DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
     ConnectError,
@@ -46,6 +47,7 @@ __all__ = [
     "SIGNALING_PATH",
     "AnswerInfo",
     "Authorize",
+    "ImpairmentFor",
     "OnPeer",
     "SignalingError",
     "SignalingServer",
@@ -70,6 +72,8 @@ Authorize = Callable[[str, str], Awaitable[Claims]]
 OnPeer = Callable[[PeerLink, Claims], Awaitable[None]]
 #: Extra fields for the answer, per peer (``sdp`` and ``type`` cannot be overridden).
 AnswerInfo = Callable[[Claims], Mapping[str, Any]]
+#: Chooses the impairment of each peer's UDP datagrams at the server (None: unimpaired).
+ImpairmentFor = Callable[[Claims], Impairment | ImpairedPath | None]
 
 
 class SignalingError(ConnectError):
@@ -150,9 +154,16 @@ class SignalingServer:
         answer_info: AnswerInfo | None = None,
         open_timeout_s: float = 15.0,
         lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+        impairment: Impairment | ImpairmentFor | None = None,
     ) -> None:
         """``include_loopback``: offer a 127.0.0.1 candidate; None (default) does so for
-        clients whose signaling request came over loopback."""
+        clients whose signaling request came over loopback.
+
+        ``impairment``: impair every peer's UDP datagrams at the server, both ways. An
+        :class:`~netcode.transport.impair.Impairment` gives each peer its own
+        :class:`~netcode.transport.impair.ImpairedPath` (its RNG derived from the seed and
+        the peer's number); a function ``impairment_for(claims)`` chooses per peer. The
+        peer's path is ``link.impairment``."""
         self._authorize = authorize
         self._on_peer = on_peer
         self._ice_servers = ice_servers
@@ -160,6 +171,7 @@ class SignalingServer:
         self._answer_info = answer_info
         self._open_timeout_s = open_timeout_s
         self._backlog_limit = lossy_backlog_limit_bytes
+        self._impairment = impairment
         self._links: set[PeerLink] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._requests: set[asyncio.Task[Any]] = set()
@@ -256,6 +268,11 @@ class SignalingServer:
             return _error(500, "internal_error", "authorization failed")
 
         self._peer_count += 1
+        try:
+            impairment = self._impairment_for(claims)
+        except Exception:
+            logger.exception("impairment_for() raised")
+            return _error(500, "internal_error", "impairment configuration failed")
         pc = make_peer_connection(self._ice_servers)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -273,6 +290,7 @@ class SignalingServer:
             pc,
             name=f"server:{claims.identity}#{self._peer_count}",
             lossy_backlog_limit_bytes=self._backlog_limit,
+            impairment=impairment,
         )
         self._links.add(link)
         link.on_state_change(lambda state: self._forget(link) if state == "closed" else None)
@@ -299,6 +317,15 @@ class SignalingServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return web.json_response(answer)
+
+    def _impairment_for(self, claims: Claims) -> ImpairedPath | None:
+        config = self._impairment
+        if config is None:
+            return None
+        chosen = config if isinstance(config, Impairment) else config(claims)
+        if isinstance(chosen, Impairment):
+            return ImpairedPath(chosen, salt=f"peer{self._peer_count}")
+        return chosen
 
     def _forget(self, link: PeerLink) -> None:
         self._links.discard(link)
@@ -380,6 +407,7 @@ async def connect_peer(
     lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
     name: str = "",
     room: str = "",
+    impairment: Impairment | ImpairedPath | None = None,
 ) -> PeerLink:
     """Connect to the signaling server at ``url`` (``http://host:port``) with ``token``.
 
@@ -389,6 +417,9 @@ async def connect_peer(
     :class:`SignalingError` if the server refuses otherwise, and :class:`ConnectTimeout`
     after ``timeout`` seconds. ``include_loopback``: offer a 127.0.0.1 candidate; None
     (default) does so when ``url``'s host is a loopback address or ``localhost``.
+    ``impairment`` impairs every UDP datagram of the connection at this end, both ways
+    (pass an :class:`~netcode.transport.impair.ImpairedPath` to keep a handle on it; the
+    link's path is ``link.impairment`` either way).
     """
     try:
         parts = urlsplit(url)
@@ -405,6 +436,7 @@ async def connect_peer(
         make_peer_connection(ice_servers),
         name=name or f"client->{host}",
         lossy_backlog_limit_bytes=lossy_backlog_limit_bytes,
+        impairment=impairment,
     )
     stage = "gathering candidates"
     try:

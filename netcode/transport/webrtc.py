@@ -24,6 +24,12 @@ Client::
 
 from __future__ import annotations
 
+from netcode.transport.impair import (
+    DirectionStats,
+    ImpairedPath,
+    Impairment,
+    ImpairmentQueue,
+)
 from netcode.transport.peerlink import (
     DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
     LOSSY_CHANNEL_ID,
@@ -48,6 +54,7 @@ from netcode.transport.signaling import (
     SIGNALING_PATH,
     AnswerInfo,
     Authorize,
+    ImpairmentFor,
     OnPeer,
     SignalingError,
     SignalingServer,
@@ -73,6 +80,11 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "DataChannel",
+    "DirectionStats",
+    "ImpairedPath",
+    "Impairment",
+    "ImpairmentFor",
+    "ImpairmentQueue",
     "OnPeer",
     "PeerLink",
     "SignalingError",

@@ -601,11 +601,11 @@ class ImpairedPath:
         self._clock = clock
         origin = clock()
         #: datagrams this side sends
-        self.outgoing: ImpairmentQueue[_Item] = ImpairmentQueue(
+        self.outgoing: ImpairmentQueue[Any] = ImpairmentQueue(
             out_config, rng=_derive_rng(out_config.seed, salt, "outgoing"), origin=origin
         )
         #: datagrams this side receives
-        self.incoming: ImpairmentQueue[_Item] = ImpairmentQueue(
+        self.incoming: ImpairmentQueue[Any] = ImpairmentQueue(
             in_config, rng=_derive_rng(in_config.seed, salt, "incoming"), origin=origin
         )
         self._out_pipe = _Pipe(self.outgoing, clock)

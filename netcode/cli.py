@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from netcode.auth import AccessToken, Grants
 
@@ -96,10 +97,12 @@ def token_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _serve(host: str, port: int, api_key: str, api_secret: str, ready: str) -> None:
+async def _serve(
+    host: str, port: int, api_key: str, api_secret: str, ready: str, **options: Any
+) -> None:
     from netcode.rooms import RoomServer
 
-    server = RoomServer(api_key, api_secret)
+    server = RoomServer(api_key, api_secret, **options)
     await server.start(host, port)
     print(f"netcode-server listening on {server.url}", flush=True)
     if ready:
@@ -115,6 +118,23 @@ async def _serve(host: str, port: int, api_key: str, api_secret: str, ready: str
         print("netcode-server stopped", flush=True)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < 86400:
+        raise argparse.ArgumentTypeError(f"{text} is not in 0..86400 seconds")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
+
+
 def server_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="netcode-server", description="Run a netcode room server (WebRTC, HTTP signaling)."
@@ -128,6 +148,20 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         "--dev",
         action="store_true",
         help="development mode: make up a key and secret if none given, print a ready token",
+    )
+    parser.add_argument(
+        "--dead-after",
+        type=_positive_seconds,
+        default=3.0,
+        metavar="S",
+        help="seconds without a datagram before a client's link counts as dead (3)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=_seconds,
+        default=20.0,
+        metavar="S",
+        help="seconds a dropped client's session is held for it to resume (20)",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
     args = parser.parse_args(argv)
@@ -147,7 +181,17 @@ def server_main(argv: Sequence[str] | None = None) -> int:
             "--api-key and --api-secret (or NETCODE_API_KEY/SECRET, or --dev) are required"
         )
     try:
-        asyncio.run(_serve(args.host, args.port, args.api_key, args.api_secret, ready))
+        asyncio.run(
+            _serve(
+                args.host,
+                args.port,
+                args.api_key,
+                args.api_secret,
+                ready,
+                dead_after=args.dead_after,
+                grace_period=args.grace_period,
+            )
+        )
     except OSError as exc:
         print(f"netcode-server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -13,11 +13,13 @@ from netcode.core.reliable import (
     ReliableCounters,
     ReliableStats,
 )
+from netcode.core.replay import DEFAULT_MAX_REPLAY_BYTES, ReceiveCounter, ReplayLog
 from netcode.core.seq import seq_add, seq_diff, seq_newer
 from netcode.core.stats import ConnectionStats, Counters
 
 __all__ = [
     "ACK_WINDOW",
+    "DEFAULT_MAX_REPLAY_BYTES",
     "FRAGMENT_DATA_BYTES",
     "ConnectionStats",
     "Counters",
@@ -31,10 +33,12 @@ __all__ = [
     "FallbackSender",
     "FrameReceived",
     "Reassembler",
+    "ReceiveCounter",
     "ReliableChannel",
     "ReliableConfig",
     "ReliableCounters",
     "ReliableStats",
+    "ReplayLog",
     "seq_add",
     "seq_diff",
     "seq_newer",

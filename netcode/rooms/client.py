@@ -13,22 +13,33 @@ The API follows LiveKit's Python SDK (``Room``, ``LocalParticipant.publish_data`
 
     await room.connect(url, token)
     await room.local_participant.publish_data("hello", reliable=True, topic="chat")
+
+A room outlives its links. With no datagram from the server for ``dead_after`` seconds (3 by
+default; the server PINGs every second) or when the peer connection fails, the room emits
+``reconnecting`` and resumes its session on a new peer connection on its own, with backoff,
+using the resume credential the server gave at join (the token may have expired meanwhile).
+Reliable data, game events, RPC and streams sent by either side meanwhile arrive exactly once
+and in order; ``reconnected`` follows. If the session cannot be resumed, ``disconnected``
+says why: ``server_unreachable``, ``session_expired``, ``server_restarted``,
+``server_shutdown``, ``duplicate_identity``, ``slow_consumer``, ``protocol_error``...
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import logging
 import os
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
 from netcode.auth import token_error_from_code
-from netcode.core import EndpointConfig, Event, FrameReceived
+from netcode.core import EndpointConfig, Event, FrameReceived, ReceiveCounter, ReplayLog
 from netcode.core.stats import ConnectionStats
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.emitter import EventEmitter
@@ -36,6 +47,7 @@ from netcode.rooms.events import EventLink, encode_fallback
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
+    UNCOUNTED_KINDS,
     ExtensionChannel,
     Kind,
     decode_lossy_down_untrusted,
@@ -55,11 +67,13 @@ from netcode.rooms.streams import (
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics, check_topic
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
+from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.webrtc import (
     ChannelNotOpen,
     ConnectError,
     DataChannel,
     PeerLink,
+    SignalingError,
     connect_peer,
 )
 from netcode.wire import FrameType
@@ -101,6 +115,18 @@ class ConnectionState(enum.Enum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  #: the link dropped; the session is being resumed
+
+
+#: Reasons a resume attempt can be refused for good (the server said so).
+_FINAL_RESUME_REFUSALS = frozenset({"session_expired", "server_restarted"})
+#: Backoff between resume attempts: first, factor, cap (seconds).
+_RESUME_BACKOFF_S = (0.1, 2.0, 2.0)
+#: How often the room checks its link and sends owed ACKs, seconds.
+_WATCH_INTERVAL_S = 0.25
+#: Longest ``disconnect`` waits for the server to act on LEAVE, seconds.
+_LEAVE_TIMEOUT_S = 1.0
+_UNCOUNTED_BYTES = frozenset(int(k) for k in UNCOUNTED_KINDS)
 
 
 class DisconnectedError(NetcodeError):
@@ -122,6 +148,8 @@ class RemoteParticipant:
     pid: int = attrs.field(repr=False)
     #: the participant's published data tracks, by name
     tracks: dict[str, RemoteDataTrack] = attrs.field(factory=dict, repr=False)
+    #: True while the participant's link is down and the server holds its session
+    reconnecting: bool = attrs.field(default=False, repr=False)
 
 
 @attrs.frozen
@@ -260,7 +288,8 @@ class LocalParticipant:
         if track.name in self.tracks:
             raise TrackRefused(f"a track named {track.name!r} is already published")
         room = self._room
-        link = room._require_link()
+        if room._require_link() is None:
+            raise DisconnectedError("the room is reconnecting: publish the track once it is back")
         request_id = next(self._track_requests) & 0xFFFF
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending_tracks[request_id] = future
@@ -275,6 +304,9 @@ class LocalParticipant:
                 sid = await future
         finally:
             self._pending_tracks.pop(request_id, None)
+        link = room.link
+        if link is None:
+            raise DisconnectedError("the link dropped while the track was being published")
         track.sid = sid
         track._channel = link.create_channel(
             f"track/{sid}",
@@ -399,7 +431,9 @@ class Room(EventEmitter):
     ``participant_disconnected(RemoteParticipant)``, ``data_received(DataPacket)``,
     ``track_published(RemoteDataTrack, RemoteParticipant)``, ``track_unpublished(...)``,
     ``track_subscribed(RemoteDataTrack, RemoteParticipant)``, ``track_unsubscribed(...)``,
-    ``connection_state_changed(ConnectionState)``, ``disconnected(reason: str)``.
+    ``connection_state_changed(ConnectionState)``, ``disconnected(reason: str)``,
+    ``reconnecting()``, ``reconnected()``, ``participant_reconnecting(RemoteParticipant)``,
+    ``participant_reconnected(RemoteParticipant)``.
 
     ``trace`` (a path, opened at connect and closed at disconnect, appended to when the room
     connects again, or a :class:`~netcode.trace.TraceWriter`) records the connection's
@@ -417,6 +451,10 @@ class Room(EventEmitter):
             "track_unsubscribed",
             "connection_state_changed",
             "disconnected",
+            "reconnecting",
+            "reconnected",
+            "participant_reconnecting",
+            "participant_reconnected",
         }
     )
 
@@ -457,6 +495,30 @@ class Room(EventEmitter):
         self.extension_handlers[ExtensionChannel.EVENTS] = self._on_fallback_event
         self._disconnect_reason = ""
         self._watch_task: asyncio.Task[None] | None = None
+        self._resume_task: asyncio.Task[None] | None = None
+        # the session: what outlives a link
+        self._url = ""
+        self._room_name = ""
+        self._session: dict[str, Any] | None = None  # session, secret (from JOINED)
+        self._replay = ReplayLog()
+        self._received = ReceiveCounter()
+        self._resumed: asyncio.Future[int] | None = None
+        self._lost_at = 0.0
+        #: the impairment acting on this room's UDP datagrams (None: none)
+        self.impairment: ImpairedPath | None = None
+        #: the server's explanation of the last ERROR it sent
+        self.error_message = ""
+        #: seconds without a datagram before the link is declared dead (the server's
+        #: figure once joined)
+        self.dead_after = 3.0
+        #: seconds the server holds the session after a drop (the server's figure)
+        self.grace_period = 20.0
+        #: resume the session on its own after a drop (False: a drop disconnects)
+        self.auto_reconnect = True
+        #: sessions resumed on a new link since connect
+        self.reconnects = 0
+        #: how long each resume took, from the drop being noticed to RESUMED (seconds)
+        self.resume_times: list[float] = []
 
     # ------------------------------------------------------------------ connection
 
@@ -468,10 +530,17 @@ class Room(EventEmitter):
         topics: Iterable[str] | None = None,
         room: str = "",
         timeout: float = 10.0,
+        auto_reconnect: bool = True,
+        impairment: Impairment | ImpairedPath | None = None,
     ) -> None:
         """Join the room the token names (``room``, if given, must be that room).
 
         ``topics`` limits what the server forwards (default: every topic).
+        ``auto_reconnect``: resume the session on a new link after a drop (the default);
+        False makes a drop end in ``disconnected``.
+        ``impairment`` impairs every UDP datagram of this client's peer connections both ways
+        (latency, loss, blackouts...: see :mod:`netcode.transport.impair`); the path, kept
+        across resumes, is :attr:`impairment`.
 
         Raises a TokenError subclass if the token is refused, ConnectError if the server
         cannot be reached or the connection fails.
@@ -479,9 +548,20 @@ class Room(EventEmitter):
         if self.connection_state is not ConnectionState.DISCONNECTED:
             raise NetcodeError(f"room is {self.connection_state.value}")
         self._set_state(ConnectionState.CONNECTING)
+        self.auto_reconnect = auto_reconnect
+        self._url, self._room_name = url, room
+        if isinstance(impairment, Impairment):
+            impairment = ImpairedPath(impairment)
+        self.impairment = impairment
+        self._session = None
+        self._replay = ReplayLog()
+        self._received = ReceiveCounter()
+        self.reconnects = 0
         try:
             async with asyncio.timeout(timeout):
-                self.link = link = await connect_peer(url, token, timeout=timeout, room=room)
+                self.link = link = await connect_peer(
+                    url, token, timeout=timeout, room=room, impairment=impairment
+                )
                 self._joined = asyncio.get_running_loop().create_future()
                 writer = self._trace.open()
                 self._trace_conn = str(link.server_info.get("identity") or link.name)
@@ -516,13 +596,22 @@ class Room(EventEmitter):
                 raise ConnectError(f"no answer from {url} within {timeout} s") from None
             raise
         self._set_state(ConnectionState.CONNECTED)
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch_link(link))
+        loop = asyncio.get_running_loop()
+        self._watch_task = loop.create_task(self._watch_link(link))
+        self._watch_task.add_done_callback(_log_task_error)
 
     async def disconnect(self) -> None:
-        """Leave the room."""
+        """Leave the room (the server ends the session at once)."""
         if self.connection_state is ConnectionState.DISCONNECTED:
             return
-        self._disconnect_reason = self._disconnect_reason or "client disconnected"
+        self._disconnect_reason = self._disconnect_reason or "client_initiated"
+        link = self.link
+        if link is not None and self.connection_state is ConnectionState.CONNECTED:
+            with contextlib.suppress(ChannelNotOpen, TimeoutError):
+                link.send_reliable(encode_message(Kind.LEAVE))
+                # The server closes the link when LEAVE arrives; without LEAVE it would hold
+                # the session for its grace period, and others would see us reconnecting.
+                await asyncio.wait_for(link.wait_closed(), _LEAVE_TIMEOUT_S)
         await self._teardown()
         self._finish_disconnect()
 
@@ -563,19 +652,36 @@ class Room(EventEmitter):
 
     # ------------------------------------------------------------------ sending
 
-    def _require_link(self) -> PeerLink:
-        if self.link is None or self.connection_state is not ConnectionState.CONNECTED:
-            raise DisconnectedError("room is not connected")
-        return self.link
+    def _require_link(self) -> PeerLink | None:
+        """The current link (None while reconnecting); raises DisconnectedError if the room
+        is not connected or reconnecting."""
+        if self.connection_state is ConnectionState.CONNECTED and self.link is not None:
+            return self.link
+        if self.connection_state is ConnectionState.RECONNECTING:
+            return None
+        raise DisconnectedError("room is not connected")
+
+    def send_backlog(self) -> int:
+        """Bytes waiting to reach the server: the link's queue, or while reconnecting, the
+        reliable messages the server has not confirmed."""
+        link = self.link
+        if self.connection_state is ConnectionState.CONNECTED and link is not None:
+            return link.send_backlog()
+        return self._replay.bytes
 
     def _send(self, kind: Kind, **fields: Any) -> None:
-        link = self.link
-        if link is None:
+        """Send a reliable message; while reconnecting it waits for the next link."""
+        state = self.connection_state
+        live = state in (ConnectionState.CONNECTED, ConnectionState.RECONNECTING)
+        if not live and (state is not ConnectionState.CONNECTING or self.link is None):
             raise DisconnectedError("room is not connected")
-        try:
-            link.send_reliable(encode_message(kind, **fields))
-        except ChannelNotOpen as exc:
-            raise DisconnectedError(str(exc)) from None
+        message = encode_message(kind, **fields)
+        if kind not in UNCOUNTED_KINDS:
+            self._replay.append(message)  # raises SendQueueFull past its bound
+        link = self.link
+        if link is not None and self.connection_state is not ConnectionState.RECONNECTING:
+            with contextlib.suppress(ChannelNotOpen):
+                link.send_reliable(message)  # else it waits in the replay log
 
     def _destination_pids(self, identities: Iterable[str]) -> list[int] | None:
         """The pids of the named participants present ([] when none were named: everyone).
@@ -711,10 +817,39 @@ class Room(EventEmitter):
         logger.warning("malformed message from the server: %s", what)
 
     def _on_reliable(self, data: bytes | str) -> None:
+        counted = not (data and isinstance(data, bytes) and data[0] in _UNCOUNTED_BYTES)
+        if counted and self._received.count():
+            self._send_ack()
         try:
             dispatch_message_untrusted(data, _SERVER_MESSAGES, self)
         except ProtocolError as exc:
             self._protocol_error(str(exc))
+
+    def _send_ack(self) -> None:
+        link = self.link
+        if link is not None and self.connection_state is ConnectionState.CONNECTED:
+            with contextlib.suppress(ChannelNotOpen):
+                link.send_reliable(encode_message(Kind.ACK, received=self._received.take_ack()))
+
+    def _on_ack(self, body: Any) -> None:
+        self._replay.confirm(body.received)
+
+    def _on_resumed(self, body: Any) -> None:
+        if self._resumed is None or self._resumed.done():
+            raise ProtocolError("RESUMED outside a resume")
+        self._resumed.set_result(int(body.received))
+
+    def _on_participant_reconnecting(self, body: Any) -> None:
+        participant = self._by_pid.get(body.pid)
+        if participant is not None and not participant.reconnecting:
+            participant.reconnecting = True
+            self.emit("participant_reconnecting", participant)
+
+    def _on_participant_reconnected(self, body: Any) -> None:
+        participant = self._by_pid.get(body.pid)
+        if participant is not None and participant.reconnecting:
+            participant.reconnecting = False
+            self.emit("participant_reconnected", participant)
 
     def _on_event(self, event: Event) -> None:
         if not isinstance(event, FrameReceived):
@@ -769,6 +904,9 @@ class Room(EventEmitter):
         local.name = str(info.get("name", ""))
         local.metadata = str(info.get("metadata", ""))
         self.name = body.room
+        self._session = {"session": body.session, "secret": body.resume_secret}
+        self.grace_period = body.grace_ms / 1000
+        self.dead_after = max(body.dead_after_ms / 1000, 0.5)
         for wire in body.participants:
             self._add_participant(wire)
         for wire in body.tracks:
@@ -853,13 +991,20 @@ class Room(EventEmitter):
         self._bind_track(track, channel)
 
     def _bind_track(self, track: RemoteDataTrack, channel: DataChannel) -> None:
+        resubscribed = track.channel is not None  # the same track on a resumed session's link
         track.channel = channel
         channel.set_handler(lambda message: track.emit("message", message))
-        self.emit("track_subscribed", track, track.participant)
+        if not resubscribed:
+            self.emit("track_subscribed", track, track.participant)
 
     def _on_error(self, body: Any) -> None:
         logger.warning("server says %s: %s", body.code, body.message)
-        self._disconnect_reason = f"{body.code}: {body.message}"
+        self._disconnect_reason = str(body.code)
+        self.error_message = str(body.message)
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_exception(
+                SignalingError(f"{body.code}: {body.message}", code=str(body.code))
+            )
         if self._joined is not None and not self._joined.done():
             try:
                 error: Exception = token_error_from_code(body.code, body.message)
@@ -877,13 +1022,148 @@ class Room(EventEmitter):
             self._joined.set_exception(ConnectError(f"connection {state} before joining"))
 
     async def _watch_link(self, link: PeerLink) -> None:
-        await link.wait_closed()
-        if self.link is link:
-            self._disconnect_reason = self._disconnect_reason or "connection closed"
-            await self._teardown()
+        """While the room lives: notice a dead or closed link, and send owed ACKs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+            if self.connection_state is not ConnectionState.CONNECTED:
+                if self.connection_state is ConnectionState.DISCONNECTED:
+                    return
+                continue
+            link_now, connection = self.link, self.connection
+            if link_now is None or connection is None or link_now.closed.is_set():
+                self._link_lost("connection closed")
+            elif (silent := loop.time() - connection.last_received) > self.dead_after:
+                self._link_lost(f"no datagram from the server for {silent:.1f} s")
+            elif self._received.ack_owed:
+                self._send_ack()
+
+    def _link_lost(self, why: str) -> None:
+        if self.connection_state is not ConnectionState.CONNECTED:
+            return
+        loop = asyncio.get_running_loop()
+        if not self.auto_reconnect or self._session is None or self._disconnect_reason:
+            # The server ended the session (it said why in an ERROR), or no resuming.
+            self._disconnect_reason = self._disconnect_reason or "connection_lost"
+            logger.info("room %r: link lost (%s); disconnecting", self.name, why)
+            task = loop.create_task(self._disconnect_now())
+            task.add_done_callback(_log_task_error)
+            return
+        logger.info("room %r: link lost (%s); resuming the session", self.name, why)
+        self._lost_at = loop.time()
+        self._set_state(ConnectionState.RECONNECTING)
+        self._let_link_go()
+        self.emit("reconnecting")
+        self._resume_task = loop.create_task(self._resume())
+        self._resume_task.add_done_callback(_log_task_error)
+
+    async def _disconnect_now(self) -> None:
+        await self._teardown()
+        self._finish_disconnect()
+
+    def _let_link_go(self) -> None:
+        link, self.link = self.link, None
+        if self.connection is not None:
+            self.connection.detach()
+        if link is not None:
+            link.on_reliable(None)  # read nothing more: the received count stays exact
+            link.on_channel(None)
+            task = asyncio.get_running_loop().create_task(link.close())
+            task.add_done_callback(_log_task_error)
+
+    async def _resume(self) -> None:
+        """Resume the session on new links, with backoff, until it works or cannot."""
+        loop = asyncio.get_running_loop()
+        # The server notices the drop about dead_after after us at worst, then holds the
+        # session for grace_period: past that, trying is pointless.
+        deadline = self._lost_at + self.grace_period + self.dead_after
+        delay, factor, cap = _RESUME_BACKOFF_S
+        attempts = 0
+        reason = "server_unreachable"
+        while self.connection_state is ConnectionState.RECONNECTING:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            attempts += 1
+            try:
+                if await self._resume_once(min(remaining, 5.0)):
+                    return
+            except SignalingError as exc:
+                if exc.code in _FINAL_RESUME_REFUSALS:
+                    reason = exc.code
+                    break
+                logger.info("room %r: resume attempt %d refused: %s", self.name, attempts, exc)
+            except (ConnectError, OSError, TimeoutError) as exc:
+                logger.info("room %r: resume attempt %d failed: %s", self.name, attempts, exc)
+            pause = min(delay * (0.5 + random.random()), max(deadline - loop.time(), 0.0))
+            await asyncio.sleep(pause)
+            delay = min(delay * factor, cap)
+        if self.connection_state is ConnectionState.RECONNECTING:
+            logger.info("room %r: could not resume (%s)", self.name, reason)
+            self._disconnect_reason = reason
+            await self._teardown(cancel_resume=False)
             self._finish_disconnect()
 
-    async def _teardown(self) -> None:
+    async def _resume_once(self, timeout: float) -> bool:
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        resume = {**self._session, "received": self._received.received}
+        link = await connect_peer(
+            self._url,
+            "",
+            timeout=timeout,
+            room=self._room_name,
+            resume=resume,
+            impairment=self.impairment,
+        )
+        if self.connection_state is not ConnectionState.RECONNECTING:
+            await link.close()
+            return True
+        self._resumed = resumed = loop.create_future()
+        link.on_reliable(self._on_reliable)
+        try:
+            async with asyncio.timeout(timeout):
+                server_received = await resumed
+            replay = self._replay.replay_from(server_received)
+        except BaseException:
+            link.on_reliable(None)
+            await link.close()
+            raise
+        finally:
+            self._resumed = None
+        for message in replay:
+            link.send_reliable(message)
+        self.link = link
+        assert self.connection is not None
+        self.connection.attach(link)
+        link.on_channel(self._on_channel)
+        for track in self.local_participant.tracks.values():
+            if track.sid is not None:
+                track._channel = link.create_channel(
+                    f"track/{track.sid}",
+                    ordered=track.ordered,
+                    max_packet_life_time=track.max_packet_life_time,
+                    max_retransmits=track.max_retransmits,
+                )
+        self.reconnects += 1
+        self.resume_times.append(loop.time() - self._lost_at)
+        logger.info(
+            "room %r: resumed in %.0f ms (%d messages replayed)",
+            self.name,
+            self.resume_times[-1] * 1e3,
+            len(replay),
+        )
+        self._set_state(ConnectionState.CONNECTED)
+        self.emit("reconnected")
+        return True
+
+    async def _teardown(self, cancel_resume: bool = True) -> None:
+        resume_task, self._resume_task = self._resume_task, None
+        if cancel_resume and resume_task is not None and not resume_task.done():
+            resume_task.cancel()
+        watch_task, self._watch_task = self._watch_task, None
+        if watch_task is not None and watch_task is not asyncio.current_task():
+            watch_task.cancel()
         self.events = None
         if self.connection is not None:
             self.connection.close()
@@ -931,4 +1211,13 @@ _SERVER_MESSAGES: dict[Kind, Callable[[Room, Any], None]] = {
     Kind.TRACK_UNPUBLISHED: Room._on_track_unpublished,
     Kind.ERROR: Room._on_error,
     Kind.EXTENSION: Room._on_extension,
+    Kind.ACK: Room._on_ack,
+    Kind.RESUMED: Room._on_resumed,
+    Kind.PARTICIPANT_RECONNECTING: Room._on_participant_reconnecting,
+    Kind.PARTICIPANT_RECONNECTED: Room._on_participant_reconnected,
 }
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("room task failed", exc_info=task.exception())

@@ -23,6 +23,8 @@ from construct import (
     GreedyBytes,
     If,
     Int16ub,
+    Int32ub,
+    Int64ub,
     PascalString,
     PrefixedArray,
     Struct,
@@ -44,6 +46,7 @@ __all__ = [
     "MAX_TOPIC_CHARS",
     "MAX_TRACK_NAME_CHARS",
     "MESSAGE",
+    "UNCOUNTED_KINDS",
     "ExtensionChannel",
     "Kind",
     "decode_lossy_down_untrusted",
@@ -82,6 +85,15 @@ class Kind(enum.IntEnum):
     TRACK_UNPUBLISHED = 11  #: S and C (C: unpublish my track)
     ERROR = 12  #: S: you did something wrong (and may be disconnected)
     EXTENSION = 13  #: C and S: messages of higher layers (events fallback, RPC, streams)
+    ACK = 14  #: C and S: I received this many of your counted messages (not itself counted)
+    RESUMED = 15  #: S: first message on a resumed session's new link (not counted)
+    LEAVE = 16  #: C: I am leaving on purpose (do not hold my session)
+    PARTICIPANT_RECONNECTING = 17  #: S: a participant's link dropped; its session is held
+    PARTICIPANT_RECONNECTED = 18  #: S: that participant is back
+
+
+#: Kinds that are not numbered for replay (see netcode.core.replay): they concern the link.
+UNCOUNTED_KINDS = frozenset({Kind.ACK, Kind.RESUMED})
 
 
 class ExtensionChannel(enum.IntEnum):
@@ -137,6 +149,10 @@ _BODIES = {
         "room" / _String,
         "participants" / PrefixedArray(VarInt, PARTICIPANT),
         "tracks" / PrefixedArray(VarInt, TRACK),
+        "session" / _String,  # the session id, to resume it after a drop
+        "resume_secret" / _String,  # proves the session is ours (hex); keep it secret
+        "grace_ms" / Int32ub,  # how long the server holds the session after a drop
+        "dead_after_ms" / Int32ub,  # silence after which either end declares the link dead
     ),
     Kind.PARTICIPANT_JOINED: PARTICIPANT,
     Kind.PARTICIPANT_LEFT: Struct("pid" / Int16ub),
@@ -156,6 +172,11 @@ _BODIES = {
     Kind.TRACK_UNPUBLISHED: Struct("pid" / Int16ub, "sid" / Int16ub),
     Kind.ERROR: Struct("code" / _String, "message" / _String),
     Kind.EXTENSION: Struct("channel" / Byte, "pid" / Int16ub, "body" / GreedyBytes),
+    Kind.ACK: Struct("received" / Int64ub),
+    Kind.RESUMED: Struct("received" / Int64ub),
+    Kind.LEAVE: Struct(),
+    Kind.PARTICIPANT_RECONNECTING: Struct("pid" / Int16ub),
+    Kind.PARTICIPANT_RECONNECTED: Struct("pid" / Int16ub),
 }
 
 MESSAGE = Struct(

@@ -16,26 +16,48 @@ others ``PARTICIPANT_JOINED``. From then on the server relays:
   forwards each message.
 
 A participant that sends malformed messages or frames is counted; past
-``max_protocol_errors`` it is disconnected, and the room carries on. A room's game host
-(:class:`RoomHost`) sees participants come and go and receives the frames and extension
-messages of the higher layers (replication, events, RPC, streams).
+``max_protocol_errors`` it is disconnected, and the room carries on.
+
+Sessions outlive links. A participant (its identity, pid, topic tables, event and replication
+state, and the reliable messages it has not confirmed) is a session; its peer connection is a
+link. With no datagram from the client for ``dead_after`` seconds (it PINGs every second
+even when idle), or when its link fails, the participant becomes *reconnecting*: the others
+get PARTICIPANT_RECONNECTING, and the session is held for ``grace_period`` seconds. A client
+that comes back with the session's resume credential (from JOINED) gets its new link
+attached to the same participant: RESUMED tells it how many of its reliable messages the
+server received, the server replays the ones the client did not receive, and both go on with
+nothing lost or duplicated (see netcode.core.replay). After the grace period the participant
+leaves as if it had disconnected. A client that leaves on purpose says LEAVE first.
+
+A room's game host (:class:`RoomHost`) sees participants come and go and receives the
+frames and extension messages of the higher layers (replication, events, RPC, streams).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
-from netcode.core import EndpointConfig, Event, FrameReceived
+from netcode.core import (
+    DEFAULT_MAX_REPLAY_BYTES,
+    EndpointConfig,
+    Event,
+    FrameReceived,
+    ReceiveCounter,
+    ReplayLog,
+)
 from netcode.errors import ProtocolError, SendQueueFull
 from netcode.rooms.events import EventLink, encode_fallback
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
+    UNCOUNTED_KINDS,
     ExtensionChannel,
     Kind,
     decode_lossy_up_untrusted,
@@ -49,7 +71,14 @@ from netcode.rooms.streams import StreamRouter
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
-from netcode.transport.webrtc import ChannelNotOpen, DataChannel, PeerLink, SignalingServer
+from netcode.transport.impair import ImpairedPath, Impairment
+from netcode.transport.webrtc import (
+    ChannelNotOpen,
+    DataChannel,
+    PeerLink,
+    SessionRefused,
+    SignalingServer,
+)
 from netcode.wire import FrameType
 
 __all__ = [
@@ -68,6 +97,14 @@ logger = logging.getLogger(__name__)
 MAX_TRACKS_PER_PARTICIPANT = 16
 #: Participants in one room.
 DEFAULT_MAX_PARTICIPANTS = 200
+#: Silence (no datagram) after which a link is declared dead, seconds.
+DEFAULT_DEAD_AFTER_S = 3.0
+#: How long a dropped participant's session is held for it to resume, seconds.
+DEFAULT_GRACE_PERIOD_S = 20.0
+#: How often the server checks for dead links and sends owed ACKs, seconds.
+_WATCH_INTERVAL_S = 0.25
+
+_UNCOUNTED_BYTES = frozenset(int(k) for k in UNCOUNTED_KINDS)
 
 
 ExtensionRouter = Callable[["ServerRoom", "ServerParticipant", bytes], None]
@@ -86,6 +123,12 @@ class RoomHost:
 
     def participant_left(self, participant: ServerParticipant) -> None:
         """A participant left or was disconnected."""
+
+    def participant_reconnecting(self, participant: ServerParticipant) -> None:
+        """A participant's link dropped; its session is held for it (nothing reaches it)."""
+
+    def participant_reconnected(self, participant: ServerParticipant) -> None:
+        """A reconnecting participant is back on a new link."""
 
     def frame_received(self, participant: ServerParticipant, frame_type: int, data: bytes) -> None:
         """A frame of a higher layer (not DATA) arrived from ``participant``.
@@ -162,8 +205,25 @@ class ServerParticipant:
         self.identity = claims.identity
         self.name = claims.name
         self.metadata = claims.metadata
-        self.link = link
+        self.link: PeerLink | None = link
+        #: prefix of this participant's log lines
+        self.name = link.name
         self.server = server
+        #: the session's resume credential (sent in JOINED)
+        self.session_id = f"{server.instance_id}.{secrets.token_hex(12)}"
+        self.resume_secret = secrets.token_hex(16)
+        #: reliable messages sent and not confirmed, to replay on a new link
+        self.replay = ReplayLog(server.max_replay_bytes)
+        #: reliable messages received, for ACKs and RESUMED
+        self.received = ReceiveCounter()
+        #: True while the link is down and the session is held
+        self.reconnecting = False
+        #: links this session has had (1 + resumes)
+        self.links_used = 1
+        #: why the session ended ("" while it lives)
+        self.end_reason = ""
+        self._ending = False
+        self._grace_timer: asyncio.TimerHandle | None = None
         #: the server's trace (records of this participant are tagged with its identity)
         self.trace = trace = server.trace
         self.connection = DatagramConnection(
@@ -222,23 +282,47 @@ class ServerParticipant:
     # sending to this client
 
     def send_message(self, kind: Kind, **fields: Any) -> None:
+        message = encode_message(kind, **fields)
+        if kind not in UNCOUNTED_KINDS:
+            if self._ending:
+                return
+            try:
+                self.replay.append(message)
+            except SendQueueFull as exc:
+                self._slow_consumer(str(exc))
+                return
+        link = self.link
+        if link is None:
+            return  # reconnecting: the message waits in the replay log
         try:
-            self.link.send_reliable(encode_message(kind, **fields))
+            link.send_reliable(message)
         except ChannelNotOpen:
-            return  # leaving: the room forgets it in a moment
+            return  # the link is going: the message waits in the replay log
         self.check_backlog()
+
+    def send_backlog(self) -> int:
+        """Bytes waiting to reach this client: the link's queue, or while reconnecting, the
+        reliable messages it has not confirmed."""
+        link = self.link
+        return self.replay.bytes if link is None else link.send_backlog()
 
     def check_backlog(self) -> None:
         """Disconnect a client that stopped reading: its reliable queue must not grow forever."""
-        if not self.slow and self.link.send_backlog() > self.server.max_backlog_bytes:
-            self.slow = True
-            logger.warning(
-                "%s: more than %d bytes queued; disconnecting a slow client",
-                self.link.name,
-                self.server.max_backlog_bytes,
-            )
-            self.server.slow_disconnects += 1
-            self.disconnect()
+        link = self.link
+        if (
+            not self.slow
+            and link is not None
+            and link.send_backlog() > self.server.max_backlog_bytes
+        ):
+            self._slow_consumer(f"more than {self.server.max_backlog_bytes} bytes queued")
+
+    def _slow_consumer(self, why: str) -> None:
+        if self.slow:
+            return
+        self.slow = True
+        logger.warning("%s: disconnecting a slow client (%s)", self.name, why)
+        self.server.slow_disconnects += 1
+        self.disconnect("slow_consumer", why)
 
     def send_data(
         self, sender_pid: int, topic: str, text: bool, payload: bytes, lossy: bool
@@ -292,26 +376,143 @@ class ServerParticipant:
         self.send_message(Kind.EXTENSION, channel=channel, pid=sender_pid, body=body)
 
     def disconnect(self, code: str = "", message: str = "") -> None:
-        """Close this participant's connection (with an ERROR first if ``code``)."""
+        """End this participant's session and close its link (with an ERROR first if ``code``).
+
+        The participant leaves the room at once; it cannot resume.
+        """
+        if self._ending:
+            return
         if code:
             self.send_message(Kind.ERROR, code=code, message=message)
-        asyncio.get_running_loop().create_task(self.link.close())
+        self._ending = True
+        self.end_reason = code or "disconnected"
+        link = self.link
+        if link is not None:
+            asyncio.get_running_loop().create_task(link.close())
+        self.server._end_session(self)
+
+    # the link
+
+    @property
+    def ending(self) -> bool:
+        """True once the session is over (left, disconnected or expired)."""
+        return self._ending
+
+    def link_closed(self, link: PeerLink) -> None:
+        """``link`` closed: the participant leaves if it meant to, else it is reconnecting."""
+        if link is not self.link or self._ending:
+            return
+        self.link_lost(f"link {link.connection_state}")
+
+    def link_lost(self, why: str) -> None:
+        """The link is dead: hold the session for the grace period."""
+        if self.reconnecting or self._ending:
+            return
+        logger.info("%s: link lost (%s); holding the session", self.identity, why)
+        self.reconnecting = True
+        self._let_link_go()
+        for other in self.room.participants.values():
+            if other is not self:
+                other.send_message(Kind.PARTICIPANT_RECONNECTING, pid=self.pid)
+        if self.room.host is not None:
+            self.room.host.participant_reconnecting(self)
+        self._grace_timer = asyncio.get_running_loop().call_later(
+            self.server.grace_period, self._grace_expired
+        )
+
+    def _let_link_go(self) -> None:
+        link, self.link = self.link, None
+        self.connection.detach()
+        for track in self.tracks.values():
+            track.inbound = None  # the client opens it again on its next link
+        for track in self.room.tracks():
+            channel = track.outbound.pop(self.pid, None)
+            if channel is not None:
+                channel.close()
+        if link is not None:
+            link.on_reliable(None)
+            link.on_channel(None)
+            asyncio.get_running_loop().create_task(link.close())
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        if self.reconnecting and not self._ending:
+            logger.info(
+                "%s: did not come back within %.0f s", self.identity, self.server.grace_period
+            )
+            self._ending = True
+            self.end_reason = "session_expired"
+            self.server._end_session(self)
+
+    def resume(self, link: PeerLink, client_received: int) -> None:
+        """Attach ``link`` to this session: RESUMED, then what the client did not receive."""
+        if self._ending:
+            raise SessionRefused("session_expired", "the session ended")
+        try:
+            replay = self.replay.replay_from(client_received)
+        except ProtocolError as exc:
+            raise SessionRefused("session_expired", f"cannot resume: {exc}") from None
+        was_reconnecting = self.reconnecting
+        if self.link is not None:
+            self._let_link_go()  # the client saw the drop before we did
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        self.reconnecting = False
+        self.links_used += 1
+        self.link = link
+        link.send_reliable(encode_message(Kind.RESUMED, received=self.received.take_ack()))
+        for message in replay:
+            link.send_reliable(message)
+        self.connection.attach(link)
+        link.on_reliable(self.on_reliable)
+        link.on_channel(self.on_channel)
+        if self.can_subscribe:
+            for track in self.room.tracks():
+                self.room._subscribe(self, track)
+        logger.info("%s: resumed on a new link (%d messages replayed)", self.identity, len(replay))
+        if was_reconnecting:
+            for other in self.room.participants.values():
+                if other is not self:
+                    other.send_message(Kind.PARTICIPANT_RECONNECTED, pid=self.pid)
+            if self.room.host is not None:
+                self.room.host.participant_reconnected(self)
+
+    def check_link(self, now: float) -> None:
+        """Called every few hundred ms: dead-link detection and owed ACKs."""
+        if self.reconnecting or self._ending or self.link is None:
+            return
+        silent = now - self.connection.last_received
+        if silent > self.server.dead_after:
+            self.link_lost(f"no datagram for {silent:.1f} s")
+            return
+        if self.received.ack_owed:
+            self.send_message(Kind.ACK, received=self.received.take_ack())
 
     # receiving from this client
 
     def protocol_error(self, what: str) -> None:
         self.protocol_errors += 1
         self.server.protocol_errors += 1
-        logger.info("%s: protocol error %d: %s", self.link.name, self.protocol_errors, what)
+        logger.info("%s: protocol error %d: %s", self.name, self.protocol_errors, what)
         if self.protocol_errors == self.server.max_protocol_errors:
-            logger.warning("%s: too many protocol errors; disconnecting", self.link.name)
+            logger.warning("%s: too many protocol errors; disconnecting", self.name)
             self.disconnect("protocol_error", f"too many malformed messages ({what})")
 
     def on_reliable(self, data: bytes | str) -> None:
+        counted = not (data and isinstance(data, bytes) and data[0] in _UNCOUNTED_BYTES)
+        if counted and self.received.count():
+            self.send_message(Kind.ACK, received=self.received.take_ack())
         try:
             dispatch_message_untrusted(data, _CLIENT_MESSAGES, self)
         except ProtocolError as exc:
             self.protocol_error(str(exc))
+
+    def _on_ack(self, body: Any) -> None:
+        self.replay.confirm(body.received)
+
+    def _on_leave(self, body: Any) -> None:
+        self.disconnect()
 
     def _on_event(self, event: Event) -> None:
         if not isinstance(event, FrameReceived):
@@ -404,6 +605,8 @@ _CLIENT_MESSAGES = {
     Kind.PUBLISH_TRACK: ServerParticipant._on_publish_track,
     Kind.TRACK_UNPUBLISHED: ServerParticipant._on_unpublish_track,
     Kind.EXTENSION: ServerParticipant._on_extension,
+    Kind.ACK: ServerParticipant._on_ack,
+    Kind.LEAVE: ServerParticipant._on_leave,
 }
 
 
@@ -440,7 +643,6 @@ class ServerRoom:
         if previous is not None:
             # As in LiveKit, a second connection with the same identity replaces the first.
             previous.disconnect("duplicate_identity", "the same identity connected again")
-            self.leave(previous)
         if len(self.participants) >= self.server.max_participants:
             raise MissingGrant(f"room {self.name!r} is full", grant="room_join")
         pid = self._next_id(self._pids, self.participants)
@@ -451,6 +653,10 @@ class ServerRoom:
             room=self.name,
             participants=[p.wire() for p in self.participants.values()],
             tracks=[t.wire() for t in self.tracks()] if participant.can_subscribe else [],
+            session=participant.session_id,
+            resume_secret=participant.resume_secret,
+            grace_ms=round(self.server.grace_period * 1000),
+            dead_after_ms=round(self.server.dead_after * 1000),
         )
         for other in self.participants.values():
             other.send_message(Kind.PARTICIPANT_JOINED, **participant.wire())
@@ -482,6 +688,9 @@ class ServerRoom:
             channel = track.outbound.pop(participant.pid, None)
             if channel is not None:
                 channel.close()
+        if participant._grace_timer is not None:
+            participant._grace_timer.cancel()
+            participant._grace_timer = None
         for other in self.participants.values():
             other.send_message(Kind.PARTICIPANT_LEFT, pid=participant.pid)
         logger.info("%s left room %r", participant.identity, self.name)
@@ -595,7 +804,7 @@ class ServerRoom:
                 self._subscribe(other, track)
 
     def _subscribe(self, subscriber: ServerParticipant, track: ServerTrack) -> None:
-        if subscriber is track.owner:
+        if subscriber is track.owner or subscriber.link is None:
             return
         try:
             channel = subscriber.link.create_channel(
@@ -658,9 +867,32 @@ class RoomServer:
         max_protocol_errors: int = 20,
         max_participants: int = DEFAULT_MAX_PARTICIPANTS,
         max_backlog_bytes: int = 8 * 1024 * 1024,
+        max_replay_bytes: int = DEFAULT_MAX_REPLAY_BYTES,
+        dead_after: float = DEFAULT_DEAD_AFTER_S,
+        grace_period: float = DEFAULT_GRACE_PERIOD_S,
+        impairment: Impairment | Callable[[Claims], Impairment | ImpairedPath | None] | None = None,
         trace: TraceTarget = None,
     ) -> None:
+        """``dead_after``: seconds without a datagram before a client's link is declared
+        dead; ``grace_period``: seconds a dropped client's session is held for it to resume;
+        ``max_replay_bytes``: reliable bytes a client may leave unconfirmed (then it is
+        disconnected as a slow consumer); ``impairment`` impairs every client's UDP
+        datagrams at the server, both ways (an Impairment for all, or a function of the
+        client's claims; see :mod:`netcode.transport.impair`)."""
+        if not dead_after > 0:
+            raise ValueError(f"dead_after must be positive seconds, got {dead_after!r}")
+        if not grace_period >= 0:
+            raise ValueError(f"grace_period must be 0 or more seconds, got {grace_period!r}")
         self.verifier = TokenVerifier(api_key, api_secret)
+        #: this server process's id: session ids start with it, so a restarted server
+        #: tells a resuming client "server_restarted" rather than "session_expired"
+        self.instance_id = secrets.token_hex(4)
+        self.dead_after = dead_after
+        self.grace_period = grace_period
+        self.max_replay_bytes = max_replay_bytes
+        #: sessions by id, while they live (connected or reconnecting)
+        self.sessions: dict[str, ServerParticipant] = {}
+        self._watch_task: asyncio.Task[None] | None = None
         self._trace = TraceSink(trace)
         self.endpoint_config = endpoint_config
         self.max_protocol_errors = max_protocol_errors
@@ -682,7 +914,11 @@ class RoomServer:
         #: protocol errors counted against all participants since start
         self.protocol_errors = 0
         self._signaling = SignalingServer(
-            self._authorize, self._on_peer, answer_info=self._answer_info
+            self._authorize,
+            self._on_peer,
+            answer_info=self._answer_info,
+            resume=self._authorize_resume,
+            impairment=impairment,
         )
 
     @property
@@ -699,12 +935,19 @@ class RoomServer:
         """Listen for clients on ``host``:``port`` (port 0 picks a free one)."""
         self._trace.open()
         await self._signaling.start(host, port)
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        """Disconnect everyone and stop listening."""
+        """Disconnect everyone (``server_shutdown``) and stop listening."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         for room in list(self.rooms.values()):
+            for participant in list(room.participants.values()):
+                participant.disconnect("server_shutdown", "the server is shutting down")
             if room.host is not None:
                 room.host.close()
+        await asyncio.sleep(0.05)  # let the ERRORs leave before the links close
         await self._signaling.stop()
         self.rooms.clear()
         self._trace.close()
@@ -737,17 +980,62 @@ class RoomServer:
             "metadata": claims.metadata,
         }
 
+    async def _authorize_resume(self, fields: Any) -> Claims:
+        participant = self._session(fields)
+        return participant.claims
+
+    def _session(self, fields: Any) -> ServerParticipant:
+        session_id = str(fields["session"])
+        participant = self.sessions.get(session_id)
+        if participant is None or participant.ending:
+            if session_id.partition(".")[0] != self.instance_id:
+                raise SessionRefused(
+                    "server_restarted", "the server restarted; the session is gone: join again"
+                )
+            raise SessionRefused("session_expired", "no such session (it expired or ended)")
+        if not hmac.compare_digest(str(fields["secret"]), participant.resume_secret):
+            raise SessionRefused("session_expired", "wrong resume secret")
+        return participant
+
     async def _on_peer(self, link: PeerLink, claims: Claims) -> None:
-        room = self.room(claims.grants.room)
-        try:
-            participant = room.join(claims, link)
-        except TokenError as exc:
-            link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
-            await link.close()
-            return
+        if link.resume_request is not None:
+            try:
+                participant = self._session(link.resume_request)
+                participant.resume(link, int(link.resume_request["received"]))
+            except SessionRefused as exc:
+                link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
+                await asyncio.sleep(0.05)
+                await link.close()
+                return
+        else:
+            room = self.room(claims.grants.room)
+            try:
+                participant = room.join(claims, link)
+            except TokenError as exc:
+                link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
+                await link.close()
+                return
+            self.sessions[participant.session_id] = participant
         try:
             await link.wait_closed()
         finally:
-            room.leave(participant)
-            if not room.participants and room.host is None:
-                self.rooms.pop(room.name, None)
+            participant.link_closed(link)
+
+    def _end_session(self, participant: ServerParticipant) -> None:
+        """A session is over: the participant leaves its room."""
+        self.sessions.pop(participant.session_id, None)
+        room = participant.room
+        room.leave(participant)
+        if not room.participants and room.host is None and self.rooms.get(room.name) is room:
+            self.rooms.pop(room.name, None)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+            now = loop.time()
+            for participant in list(self.sessions.values()):
+                try:
+                    participant.check_link(now)
+                except Exception:
+                    logger.exception("%s: link check failed", participant.identity)

@@ -503,7 +503,7 @@ class StreamsClient:
             if len(value.encode()) > _MAX_NAME_BYTES:
                 raise ValueError(f"stream {label} is longer than {_MAX_NAME_BYTES} bytes")
         room = self._room
-        link = room._require_link()
+        room._require_link()
         identities = list(destination_identities)
         destinations = [
             room.remote_participants[i].pid for i in identities if i in room.remote_participants
@@ -534,7 +534,7 @@ class StreamsClient:
             )
             sent = 0
             for chunk in chunks:
-                while link.send_backlog() > self.backlog_limit_bytes and not result.done():
+                while room.send_backlog() > self.backlog_limit_bytes and not result.done():
                     await asyncio.sleep(_PACING_SLEEP_S)
                 if result.done():
                     break  # every receiver is done (or gone): stop sending
@@ -811,7 +811,7 @@ class StreamRouter:
             raise ProtocolError("stream longer than declared")
         body = encode_stream(StreamMessageType.CHUNK, stream_id=relay.stream_id, data=data)
         for pid, receiver in list(relay.receivers.items()):
-            if receiver.link.send_backlog() > MAX_RELAY_BACKLOG_BYTES:
+            if receiver.send_backlog() > MAX_RELAY_BACKLOG_BYTES:
                 # This receiver cannot keep up: memory on the server stays bounded.
                 self.cut += 1
                 reason = f"the receiver fell more than {MAX_RELAY_BACKLOG_BYTES} bytes behind"

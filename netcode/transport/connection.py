@@ -13,6 +13,14 @@ While the connection's send queue is backed up (``link.send_backlog()`` above th
 limit), it does not pull datagrams from the endpoint: they wait there, where superseded
 snapshot parts replace older ones and expired frames are dropped, instead of queueing
 stale behind SCTP's congestion window.
+
+A connection outlives its link: :meth:`detach` lets the link go (a drop), and :meth:`attach`
+moves the same endpoint (its sequence numbers, acks and queued frames) onto a new one. While
+detached, frames wait in the endpoint and leave on the next link as soon as it is attached
+(what the dead link swallowed is reported lost in due course and resent by the layers that
+resend). :attr:`last_received` is when
+the last datagram arrived: with PINGs every second from an idle peer, silence longer than a
+few seconds means the path is dead.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ class DatagramConnection:
         pacing_burst: int = 32,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self.link = link
+        self.link: DatagramLink | None = link
         self.endpoint = Endpoint(config, name=name, tracer=tracer)
         self._on_event = on_event
         #: called once per datagram the endpoint dropped as malformed
@@ -92,7 +100,23 @@ class DatagramConnection:
         self._tokens_at = self._clock()
         #: flushes that left datagrams queued to keep to the pacing rate
         self.flushes_paced = 0
+        #: when the last datagram arrived (this connection's clock), or when it was created
+        self.last_received = self._clock()
         link.on_lossy(self._on_datagram)
+
+    def attach(self, link: DatagramLink) -> None:
+        """Drive the endpoint over ``link`` from now on (the previous one is let go)."""
+        self.detach()
+        self.link = link
+        self.last_received = self._clock()
+        link.on_lossy(self._on_datagram)
+        self.schedule_flush()
+
+    def detach(self) -> None:
+        """Stop using the current link; until :meth:`attach`, datagrams are thrown away."""
+        link, self.link = self.link, None
+        if link is not None:
+            link.on_lossy(None)
 
     def now(self) -> float:
         """This connection's clock (seconds)."""
@@ -137,7 +161,7 @@ class DatagramConnection:
         now = self._clock()
         endpoint.handle_timer(now)
         link = self.link
-        if link.send_backlog() > link.backlog_limit:
+        if link is not None and link.send_backlog() > link.backlog_limit:
             self.flushes_deferred += 1
             self._drain()
             self._arm(now + _BACKLOG_RETRY_S)
@@ -152,6 +176,15 @@ class DatagramConnection:
                 # a hook's "now" (a time already past) waits a millisecond, not a busy loop
                 when = max(when, now + 0.001)
                 timer = when if timer is None else min(timer, when)
+        if link is None:
+            # No link (a drop): frames wait in the endpoint, where superseded snapshot parts
+            # replace older ones and stale data expires, and leave on the next link at once.
+            self._drain()
+            endpoint_timer = endpoint.get_timer()
+            if endpoint_timer is not None:
+                timer = endpoint_timer if timer is None else min(timer, endpoint_timer)
+            self._arm(None if timer is None else max(timer, now + 0.05))
+            return
         tokens = min(
             float(self.pacing_burst), self._tokens + (now - self._tokens_at) * self.pacing_rate
         )
@@ -162,19 +195,23 @@ class DatagramConnection:
             self.flushes_paced += 1
             when = now + max(1.0 - self._tokens, 0.0) / self.pacing_rate
             timer = when if timer is None else min(timer, when)
-        for datagram in datagrams:
-            try:
-                if not link.send_lossy(datagram):
-                    self.datagrams_refused += 1
-            except ChannelNotOpen:
-                # the link closed under us (the peer left): stop quietly, the room cleans up
-                self.close()
-                return
+        self._send(link, datagrams)
         self._drain()
         endpoint_timer = endpoint.get_timer()
         if endpoint_timer is not None:
             timer = endpoint_timer if timer is None else min(timer, endpoint_timer)
         self._arm(timer)
+
+    def _send(self, link: DatagramLink, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            try:
+                if not link.send_lossy(datagram):
+                    self.datagrams_refused += 1
+            except ChannelNotOpen:
+                # The link closed under us: let it go. The session above decides whether
+                # the peer left or will come back on a new link.
+                self.detach()
+                return
 
     def close(self) -> None:
         """Stop driving the endpoint; nothing more is sent or delivered."""
@@ -182,11 +219,12 @@ class DatagramConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.link.on_lossy(None)
+        self.detach()
 
     def _on_datagram(self, data: bytes) -> None:
         if self._closed:
             return
+        self.last_received = self._clock()
         counters = self.endpoint.counters
         malformed = counters.datagrams_malformed
         self.endpoint.receive_datagram(data, self._clock())

@@ -415,6 +415,8 @@ class PeerLink:
         self.backlog_limit = lossy_backlog_limit_bytes
         #: what the server said about itself in its answer (client side), else empty
         self.server_info: dict[str, Any] = {}
+        #: server side: the fields of the resume request this link answered, else None
+        self.resume_request: dict[str, Any] | None = None
         #: set once the link is closed, whichever end closed it
         self.closed = asyncio.Event()
         self._channels: list[DataChannel] = []

@@ -4,12 +4,16 @@ Protocol (no trickle ICE: aiortc gathers every candidate before it answers):
 
 ``POST {url}/rtc/connect`` with JSON ``{"sdp": ..., "type": "offer", "token": ...}`` and,
 optionally, ``"room": ...`` (the room the client asks for; the token must grant it).
+A client resuming a session after a drop sends ``"resume": {"session": ..., "secret": ...,
+"received": N}`` instead of a token (see docs/PROTOCOL.md, "Resume").
 
 - ``200`` ``{"sdp": ..., "type": "answer", ...server info}``
 - ``401``/``403`` ``{"error": <TokenError code>, "message": ..., ["grant": ...]}``: the
   token was refused; the client raises the matching :class:`~netcode.auth.TokenError`.
 - ``400`` ``{"error": "bad_request" | "bad_sdp", "message": ...}``: malformed request.
 - ``413`` ``{"error": "request_too_large", ...}``: body over :data:`MAX_SIGNALING_BODY_BYTES`.
+- ``410`` ``{"error": "session_expired" | "server_restarted", ...}``: the session to resume
+  is gone; the client raises :class:`SignalingError` with that ``code``.
 
 The server answers, then waits for the link to open and hands it to ``on_peer``; a link
 that does not open within ``open_timeout_s`` is closed.
@@ -49,6 +53,8 @@ __all__ = [
     "Authorize",
     "ImpairmentFor",
     "OnPeer",
+    "ResumeAuthorize",
+    "SessionRefused",
     "SignalingError",
     "SignalingServer",
     "connect_peer",
@@ -68,6 +74,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 #: Checks a token (and the client's optional requested ``room``, "" if none) and returns
 #: its claims, or raises a TokenError.
 Authorize = Callable[[str, str], Awaitable[Claims]]
+#: Checks a resume request's fields (``session``, ``secret``, ``received``) and returns the
+#: session's claims, or raises SessionRefused.
+ResumeAuthorize = Callable[[Mapping[str, Any]], Awaitable[Claims]]
 #: Receives each peer once its link is open.
 OnPeer = Callable[[PeerLink, Claims], Awaitable[None]]
 #: Extra fields for the answer, per peer (``sdp`` and ``type`` cannot be overridden).
@@ -84,6 +93,14 @@ class SignalingError(ConnectError):
         #: HTTP status (0 if the response was not HTTP-level wrong)
         self.status = status
         #: the server's error code, e.g. ``bad_sdp``
+        self.code = code
+
+
+class SessionRefused(Exception):
+    """Raised by a ResumeAuthorize: the session cannot be resumed (``code`` says why)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
         self.code = code
 
 
@@ -115,8 +132,23 @@ class _BadRequest(Exception):
         self.code = code
 
 
-def _parse_offer_untrusted(body: bytes) -> tuple[str, str, str]:
-    """(sdp, token, requested room or "") from a signaling request body; raises _BadRequest."""
+def _parse_resume_untrusted(resume: object) -> dict[str, Any]:
+    if not isinstance(resume, dict):
+        raise _BadRequest("bad_request", "field 'resume' must be an object")
+    session, secret, received = resume.get("session"), resume.get("secret"), resume.get("received")
+    if not isinstance(session, str) or not 0 < len(session) <= 128:
+        raise _BadRequest("bad_request", "resume.session must be a string of 1 to 128 chars")
+    if not isinstance(secret, str) or not 0 < len(secret) <= 128:
+        raise _BadRequest("bad_request", "resume.secret must be a string of 1 to 128 chars")
+    if isinstance(received, bool) or not isinstance(received, int) or not 0 <= received < 2**63:
+        raise _BadRequest("bad_request", "resume.received must be an integer in 0..2**63-1")
+    return {"session": session, "secret": secret, "received": received}
+
+
+def _parse_offer_untrusted(body: bytes) -> tuple[str, str, str, dict[str, Any] | None]:
+    """(sdp, token, requested room or "", resume fields or None) from a request body.
+
+    Raises _BadRequest."""
     try:
         request = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -128,12 +160,13 @@ def _parse_offer_untrusted(body: bytes) -> tuple[str, str, str]:
         raise _BadRequest("bad_request", "missing or non-string field 'sdp'")
     if kind != "offer":
         raise _BadRequest("bad_request", "field 'type' must be 'offer'")
-    if not isinstance(token, str) or not token:
+    resume = None if request.get("resume") is None else _parse_resume_untrusted(request["resume"])
+    if resume is None and (not isinstance(token, str) or not token):
         raise _BadRequest("bad_request", "missing or non-string field 'token'")
     room = request.get("room", "")
     if not isinstance(room, str) or len(room) > 256:
         raise _BadRequest("bad_request", "field 'room' must be a string of at most 256 chars")
-    return sdp, token, room
+    return sdp, token if isinstance(token, str) else "", room, resume
 
 
 class SignalingServer:
@@ -141,7 +174,10 @@ class SignalingServer:
 
     ``authorize(token, room)`` checks the client's token (raise a TokenError to refuse);
     ``on_peer(link, claims)`` runs as its own task once the link is open; when it returns the
-    link stays open (close it yourself, or let :meth:`stop` close it).
+    link stays open (close it yourself, or let :meth:`stop` close it). ``resume(fields)``
+    checks a resume request instead of a token (raise SessionRefused to refuse); the link
+    of an accepted resume carries the fields in :attr:`PeerLink.resume_request`. Without
+    ``resume``, resume requests are refused as ``session_expired``.
     """
 
     def __init__(
@@ -155,6 +191,7 @@ class SignalingServer:
         open_timeout_s: float = 15.0,
         lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
         impairment: Impairment | ImpairmentFor | None = None,
+        resume: ResumeAuthorize | None = None,
     ) -> None:
         """``include_loopback``: offer a 127.0.0.1 candidate; None (default) does so for
         clients whose signaling request came over loopback.
@@ -165,6 +202,7 @@ class SignalingServer:
         the peer's number); a function ``impairment_for(claims)`` chooses per peer. The
         peer's path is ``link.impairment``."""
         self._authorize = authorize
+        self._resume = resume
         self._on_peer = on_peer
         self._ice_servers = ice_servers
         self._include_loopback = include_loopback
@@ -253,12 +291,20 @@ class SignalingServer:
                 413, "request_too_large", f"body exceeds {MAX_SIGNALING_BODY_BYTES} bytes"
             )
         try:
-            sdp, token, room = _parse_offer_untrusted(body)
+            sdp, token, room, resume = _parse_offer_untrusted(body)
         except _BadRequest as exc:
             return _error(400, exc.code, str(exc))
 
         try:
-            claims = await self._authorize(token, room)
+            if resume is not None:
+                if self._resume is None:
+                    raise SessionRefused("session_expired", "this server does not resume sessions")
+                claims = await self._resume(resume)
+            else:
+                claims = await self._authorize(token, room)
+        except SessionRefused as exc:
+            logger.info("refused a resume from %s: %s (%s)", request.remote, exc.code, exc)
+            return _error(410, exc.code, str(exc))
         except TokenError as exc:
             extra = {"grant": str(exc.grant)} if hasattr(exc, "grant") else {}
             logger.info("refused a token from %s: %s (%s)", request.remote, exc.code, exc)
@@ -292,6 +338,7 @@ class SignalingServer:
             lossy_backlog_limit_bytes=self._backlog_limit,
             impairment=impairment,
         )
+        link.resume_request = resume
         self._links.add(link)
         link.on_state_change(lambda state: self._forget(link) if state == "closed" else None)
         try:
@@ -350,7 +397,7 @@ class SignalingServer:
 # --- client ---------------------------------------------------------------------------------
 
 
-async def _post_offer(url: str, payload: Mapping[str, str]) -> dict[str, Any]:
+async def _post_offer(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """POST the offer; return the answer object or raise the matching error."""
     endpoint = url.rstrip("/") + SIGNALING_PATH
     try:
@@ -408,6 +455,7 @@ async def connect_peer(
     name: str = "",
     room: str = "",
     impairment: Impairment | ImpairedPath | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> PeerLink:
     """Connect to the signaling server at ``url`` (``http://host:port``) with ``token``.
 
@@ -420,6 +468,8 @@ async def connect_peer(
     ``impairment`` impairs every UDP datagram of the connection at this end, both ways
     (pass an :class:`~netcode.transport.impair.ImpairedPath` to keep a handle on it; the
     link's path is ``link.impairment`` either way).
+    ``resume`` (``session``, ``secret``, ``received``) resumes a session instead of joining
+    with ``token``; a refusal raises SignalingError whose ``code`` says why.
     """
     try:
         parts = urlsplit(url)
@@ -451,9 +501,11 @@ async def connect_peer(
                     + " (pass include_loopback=True if the server runs on this machine)"
                 )
             stage = "waiting for the signaling answer"
-            request = {"sdp": offer.sdp, "type": offer.type, "token": token}
+            request: dict[str, Any] = {"sdp": offer.sdp, "type": offer.type, "token": token}
             if room:
                 request["room"] = room
+            if resume is not None:
+                request["resume"] = dict(resume)
             reply = await _post_offer(url, request)
             stage = "connecting (ICE, DTLS, SCTP)"
             try:

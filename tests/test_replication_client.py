@@ -79,9 +79,15 @@ def test_sample_interpolates_extrapolates_then_holds() -> None:
     assert sample(SCHEMA, history, 10.5).x == pytest.approx(0.5)
     assert sample(SCHEMA, history, 12.0).x == pytest.approx(2.0)
     assert sample(SCHEMA, history, 14.0, max_extrapolation_ticks=3).x == pytest.approx(4.0)
-    held = sample(SCHEMA, history, 30.0, max_extrapolation_ticks=3)
-    assert held.x == pytest.approx(6.0)  # extrapolated three ticks, then held
-    assert sample(SCHEMA, history, 100.0, max_extrapolation_ticks=3).x == held.x
+    assert sample(SCHEMA, history, 16.0, max_extrapolation_ticks=3).x == pytest.approx(6.0)
+    # past three ticks it comes back to the newest state, and holds that: nothing invented
+    assert sample(SCHEMA, history, 17.5, max_extrapolation_ticks=3).x == pytest.approx(4.5)
+    assert sample(SCHEMA, history, 30.0, max_extrapolation_ticks=3).x == pytest.approx(3.0)
+    assert sample(SCHEMA, history, 100.0, max_extrapolation_ticks=3).x == pytest.approx(3.0)
+    # known unchanged (at rest) up to tick 20: never drawn past its newest state
+    for t in (13.5, 15.0, 20.0, 22.0, 40.0):
+        rest = sample(SCHEMA, history, t, max_extrapolation_ticks=3, known_until=20)
+        assert rest.x == pytest.approx(3.0)
     assert sample(SCHEMA, history, 200.0, max_extrapolation_ticks=100).x == 10.0  # clamped
 
 

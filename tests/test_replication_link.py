@@ -18,6 +18,7 @@ from netcode.replication import (
     ClientView,
     EntityDespawned,
     EntitySpawned,
+    Receipt,
     SchemaRegistry,
     SnapshotDecoder,
     SnapshotEncoder,
@@ -168,19 +169,16 @@ class Client:
                 self.push(at, "part", part.payload)
                 if self.rng.random() < self.dup:
                     self.push(at + self.rng.randrange(4), "part", part.payload)
-                if self.rng.random() >= self.ack_loss:
-                    self.push(at + self.ack_delay_ticks, "ack", (part.part_id, True))
-                else:  # arrived, but every ack of it was lost: the core says LOST
-                    self.push(at + self.ack_delay_ticks + 5, "ack", (part.part_id, False))
-            else:
-                self.push(tick + self.ack_delay_ticks + 5, "ack", (part.part_id, False))
 
     def run_until(self, tick: int) -> None:
         while self.queue and self.queue[0][0] <= tick:
-            _, _, kind, item = heapq.heappop(self.queue)
+            when, _, kind, item = heapq.heappop(self.queue)
             if kind == "part":
                 assert isinstance(item, bytes)
                 self.decoder.receive_part(item)  # never raises for the server's own parts
+                receipt = self.decoder.receipt()
+                if receipt is not None and self.rng.random() >= self.ack_loss:
+                    self.push(when + self.ack_delay_ticks, "receipt", receipt)
                 while (ev := self.decoder.next_event()) is not None:
                     if isinstance(ev, EntitySpawned):
                         assert ev.entity_id not in self.alive_by_events
@@ -190,8 +188,8 @@ class Client:
                         self.alive_by_events.remove(ev.entity_id)
                         self.despawn_events.append(ev.entity_id)
             else:
-                part_id, acked = item  # type: ignore[misc]
-                self.encoder.on_part_delivered(part_id, acked)
+                assert isinstance(item, Receipt)
+                self.encoder.on_receipt(item)
 
     def calm(self) -> None:
         self.loss = self.dup = self.ack_loss = 0.0
@@ -328,7 +326,7 @@ def test_unchanged_entities_cost_nothing() -> None:
         c.send(tick, c.encoder.encode(tick))
         c.run_until(tick)
     parts = c.encoder.encode(20)
-    assert len(parts) == 1 and len(parts[0].payload) == 8  # header and one byte of body
+    assert len(parts) == 1 and len(parts[0].payload) == 11  # header and one byte of body
 
 
 def _server_parts(seed: int) -> tuple[World, list[bytes], list[bytes]]:
@@ -337,10 +335,10 @@ def _server_parts(seed: int) -> tuple[World, list[bytes], list[bytes]]:
     enc = SnapshotEncoder(world)
     parts = enc.encode(1)
     first = [p.payload for p in parts]
-    for p in parts:
-        enc.on_part_delivered(p.part_id, True)
-    for p in enc.encode(2):
-        enc.on_part_delivered(p.part_id, False)
+    enc.on_receipt(
+        Receipt(enc.epoch, False, 4096, 65535, 32, tuple((1, p.part_index) for p in parts))
+    )
+    enc.encode(2)  # lost
     game.step()
     later = [p.payload for p in enc.encode(3)]
     return world, first, later
@@ -380,7 +378,7 @@ def _with_health_127(payload: bytes) -> bytes:
     from netcode.replication.bits import BitReader
     from netcode.replication.decoder import _read_full
 
-    r = BitReader(payload, 7)
+    r = BitReader(payload, 10)
     assert r.read_eg(0) == 0  # no removals
     assert r.read(1) == 1 and r.read(8) == 1  # Avatar section
     k = r.read(3)
@@ -393,7 +391,7 @@ def _with_health_127(payload: bytes) -> bytes:
     # health follows x, y (15 bits each) and heading (10 bits)
     pos = start + 15 + 15 + 10
     bits = r.bits[:pos] + "1111111" + r.bits[pos + 7 :]
-    return payload[:7] + int(bits, 2).to_bytes(len(payload) - 7, "big")
+    return payload[:10] + int(bits, 2).to_bytes(len(payload) - 10, "big")
 
 
 @settings(max_examples=300, deadline=None)

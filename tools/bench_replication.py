@@ -2,8 +2,8 @@
 
 Each scene runs for ``--seconds`` of simulated time with one client: every tick the world
 moves, the client's encoder packs a snapshot into parts, the parts reach the decoder (minus
-``--loss`` percent), and each part's ack (or loss report) reaches the encoder 100 ms after
-the part left, so baselines lag as on a real link. The first ``--warmup`` seconds (the
+``--loss`` percent), and the decoder's receipt of that tick reaches the encoder 100 ms after
+the parts left, so baselines lag as on a real link. The first ``--warmup`` seconds (the
 initial creations) are left out of the figures. The same world state is also serialized as
 JSON and msgpack (every entity, every snapshot, values rounded to their precision), in the
 same run, for comparison.
@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from netcode.replication import SnapshotDecoder, SnapshotEncoder, World
+from netcode.replication import Receipt, SnapshotDecoder, SnapshotEncoder, World
 from netcode.replication.schema import EntitySchema, FloatCodec, QuatCodec
 from netcode.wire import HEADER_BYTES
 
@@ -81,14 +81,14 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ack_delay = max(1, round(args.ack_delay_ms / 1000.0 * hz))
     total_ticks = max(2, round(args.seconds * hz))
     warmup = min(round(args.warmup * hz), total_ticks // 2)
-    acks: dict[int, list[tuple[int, bool]]] = defaultdict(list)
+    acks: dict[int, list[Receipt]] = defaultdict(list)
     sums: defaultdict[str, float] = defaultdict(float)
     measured = 0
     json_sizes: list[int] = []
     msgpack_sizes: list[int] = []
     for tick in range(1, total_ticks + 1):
-        for part_id, acked in acks.pop(tick, []):
-            encoder.on_part_delivered(part_id, acked)
+        for receipt in acks.pop(tick, []):
+            encoder.on_receipt(receipt)
         scene.step(world, tick)
         t0 = time.perf_counter()
         parts = encoder.encode(tick)
@@ -100,7 +100,8 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 t2 = time.perf_counter()
                 decoder.receive_part(part.payload)
                 decode_s += time.perf_counter() - t2
-            acks[tick + ack_delay].append((part.part_id, delivered))
+        if (receipt := decoder.receipt()) is not None:
+            acks[tick + ack_delay].append(receipt)
         if tick <= warmup:
             continue
         measured += 1
@@ -121,11 +122,12 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
             msgpack_sizes.append(len(msgpack.packb(doc)))
     # consistency: a few quiet, loss-free ticks later the client holds the world exactly
     for tick in range(total_ticks + 1, total_ticks + 4 * ack_delay + 4):
-        for part_id, acked in acks.pop(tick, []):
-            encoder.on_part_delivered(part_id, acked)
+        for receipt in acks.pop(tick, []):
+            encoder.on_receipt(receipt)
         for part in encoder.encode(tick):
             decoder.receive_part(part.payload)
-            acks[tick + ack_delay].append((part.part_id, True))
+        if (receipt := decoder.receipt()) is not None:
+            acks[tick + ack_delay].append(receipt)
     consistent = set(decoder.entity_ids()) == set(world.entity_ids()) and all(
         decoder.quantized(e) == world.quantized(e) for e in world.entity_ids()
     )

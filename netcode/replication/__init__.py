@@ -36,6 +36,7 @@ from netcode.replication.schema import (
     qstring,
     schema_of,
 )
+from netcode.replication.wire import Receipt, decode_receipt_untrusted, encode_receipt
 from netcode.replication.world import TypeStore, World
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "PartReceived",
     "PriorityFn",
     "QuantizationError",
+    "Receipt",
     "SchemaRegistry",
     "SnapshotDecoder",
     "SnapshotEncoder",
@@ -57,6 +59,8 @@ __all__ = [
     "TypeStore",
     "World",
     "decode_part_untrusted",
+    "decode_receipt_untrusted",
+    "encode_receipt",
     "entity",
     "qangle",
     "qbool",

@@ -11,6 +11,14 @@ Records that are legitimately out of date are skipped, not refused: a record of 
 previous owner (its tick is not after the removal this client saw), and a delta whose
 baseline has aged out of a full history (the encoder never adopts such a record as a
 baseline, so nothing depends on it).
+
+Epochs and receipts. Every part names its stream epoch (one per server encoder lifetime).
+The first part of an epoch the decoder has not seen drops everything it holds (spawned
+entities are reported despawned) and starts the new epoch from empty; parts of the epochs
+it left are ignored. :meth:`SnapshotDecoder.receipt` says what the client applied of the
+current epoch (each applied part is listed in the receipts of the next few ticks, so one
+lost receipt costs nothing), the limits it decodes under, and whether it needs a resync: a
+part of the current epoch it could not apply asks the server for a new epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +37,16 @@ from netcode.replication.schema import (
     SchemaRegistry,
     Slot,
 )
-from netcode.replication.wire import PART_HEADER_BYTES, decode_part_header_untrusted
+from netcode.replication.wire import (
+    DEFAULT_HISTORY_DEPTH,
+    DEFAULT_MAX_ENTITIES,
+    DEFAULT_MAX_ENTITY_ID,
+    FLAG_COMPLETE,
+    MAX_RECEIPT_PARTS,
+    PART_HEADER_BYTES,
+    Receipt,
+    decode_part_header_untrusted,
+)
 
 __all__ = [
     "DecodedPart",
@@ -81,6 +98,10 @@ class PartReceived:
     applied: int
     #: Records skipped as out of date.
     stale: int
+    #: Stream epoch of the part.
+    epoch: int = 0
+    #: False if the part belonged to an epoch this decoder has left (nothing applied).
+    current: bool = True
 
 
 class DecodedRecord(NamedTuple):
@@ -101,6 +122,8 @@ class DecodedPart(NamedTuple):
     part_count: int
     removals: list[int]
     records: list[DecodedRecord]
+    epoch: int = 0
+    flags: int = 0
 
 
 def _zigzag(z: int) -> int:
@@ -220,7 +243,9 @@ def decode_part_untrusted(
                     raise ProtocolError("baseline before tick 0")
             records.append(DecodedRecord(prev, type_id, base, None, _read_delta(r, schema)))
     r.check_padding()
-    return DecodedPart(tick, header.part_index, header.part_count, removals, records)
+    return DecodedPart(
+        tick, header.part_index, header.part_count, removals, records, header.epoch, header.flags
+    )
 
 
 @attrs.define
@@ -236,28 +261,49 @@ class _Entity:
 class SnapshotDecoder:
     """One client's view of the replicated world, built from snapshot parts.
 
-    ``history_depth`` must equal the server encoder's; ``max_entities`` bounds the entities
-    a server may make this client hold (and ``max_entity_id`` the ids it may use).
+    ``history_depth`` (states kept per entity, 2..255), ``max_entities`` (live entities a
+    server may make this client hold) and ``max_entity_id`` (the highest id it may use) are
+    announced in every receipt, and the server's encoder keeps within them.
+    ``receipt_ticks`` is how many of the newest ticks' applied parts each receipt repeats.
     """
 
     def __init__(
         self,
         registry: SchemaRegistry | None = None,
         *,
-        history_depth: int = 32,
-        max_entities: int = 4096,
-        max_entity_id: int = 65535,
+        history_depth: int = DEFAULT_HISTORY_DEPTH,
+        max_entities: int = DEFAULT_MAX_ENTITIES,
+        max_entity_id: int = DEFAULT_MAX_ENTITY_ID,
+        receipt_ticks: int = 4,
     ) -> None:
+        if not 2 <= history_depth <= 255:
+            raise ValueError("history_depth must be within 2..255")
         self.registry = registry or DEFAULT_REGISTRY
         self.history_depth = history_depth
         self.max_entities = max_entities
         self.max_entity_id = max_entity_id
+        self.receipt_ticks = receipt_ticks
         self._entities: dict[int, _Entity] = {}
         #: id -> newest tick at which a removal of it was received
         self._removed: dict[int, int] = {}
         self._events: deque[EntitySpawned | EntityDespawned] = deque()
         #: newest tick of any part received (for the interpolation and clock layers)
         self.newest_tick = -1
+        #: the stream epoch this decoder follows (None before the first part)
+        self.epoch: int | None = None
+        self._left_epochs: deque[int] = deque(maxlen=16)
+        #: the current epoch needs a resync (a part of it could not be applied)
+        self.needs_resync = False
+        #: (tick, part indices applied) of the newest ticks, for receipts
+        self._applied: deque[tuple[int, list[int]]] = deque()
+        #: tick -> [part count, indices received, every part flagged complete]
+        self._assembly: dict[int, tuple[int, set[int], list[bool]]] = {}
+        #: newest tick all of whose parts were applied and flagged COMPLETE
+        self.complete_tick = -1
+        #: parts ignored as belonging to an epoch this decoder left
+        self.parts_of_old_epochs = 0
+        #: parts refused (ProtocolError) in the current epoch
+        self.parts_refused = 0
 
     # -- reading the state ------------------------------------------------------------
 
@@ -282,6 +328,13 @@ class SnapshotDecoder:
         """Tick of the newest state held for the entity."""
         return self._entities[entity_id].newest
 
+    def known_until(self, entity_id: int) -> int:
+        """The newest tick at which the entity's state is known to be its newest state held:
+        that state's tick, or a later COMPLETE tick whose parts did not change it (the entity
+        is at rest there, not merely unheard of)."""
+        e = self._entities[entity_id]
+        return max(e.newest, self.complete_tick)
+
     def get(self, entity_id: int) -> Any:
         """The newest state of the entity as an instance of its class."""
         e = self._entities[entity_id]
@@ -296,16 +349,91 @@ class SnapshotDecoder:
         """The next spawn or despawn notification, or None."""
         return self._events.popleft() if self._events else None
 
+    # -- receipts ---------------------------------------------------------------------
+
+    def receipt(self) -> Receipt | None:
+        """What to tell the server about the current epoch (None before any part)."""
+        if self.epoch is None:
+            return None
+        applied: list[tuple[int, int]] = []
+        newest = max((t for t, _ in self._applied), default=0)
+        for tick, indices in reversed(self._applied):
+            if newest - tick <= 255:
+                applied.extend((tick, i) for i in indices)
+        return Receipt(
+            self.epoch,
+            self.needs_resync,
+            self.max_entities,
+            self.max_entity_id,
+            self.history_depth,
+            tuple(applied[:MAX_RECEIPT_PARTS]),
+        )
+
+    def _start_epoch(self, epoch: int, tick: int) -> None:
+        if self.epoch is not None:
+            self._left_epochs.append(self.epoch)
+        self.epoch = epoch
+        for eid in list(self._entities):
+            self._events.append(EntityDespawned(eid, tick))
+        self._entities.clear()
+        self._removed.clear()
+        self._applied.clear()
+        self._assembly.clear()
+        self.complete_tick = -1
+        self.needs_resync = False
+
+    def _note_applied(self, part: DecodedPart) -> None:
+        tick, index = part.tick, part.part_index
+        for t, indices in self._applied:
+            if t == tick:
+                if index not in indices:
+                    indices.append(index)
+                break
+        else:
+            self._applied.append((tick, [index]))
+            while len(self._applied) > self.receipt_ticks:
+                self._applied.popleft()
+        entry = self._assembly.get(tick)
+        if entry is None or entry[0] != part.part_count:
+            entry = self._assembly[tick] = (part.part_count, set(), [True])
+            if len(self._assembly) > 16:
+                del self._assembly[min(self._assembly)]
+        entry[1].add(index)
+        entry[2][0] = entry[2][0] and bool(part.flags & FLAG_COMPLETE)
+        if entry[2][0] and len(entry[1]) == entry[0] and tick > self.complete_tick:
+            self.complete_tick = tick
+
     # -- receiving --------------------------------------------------------------------
 
     def receive_part(self, payload: bytes) -> PartReceived:
         """Parse, check and apply one SNAPSHOT payload from the server.
 
-        Raises ProtocolError, leaving the decoder unchanged, if the part is malformed, names
-        an unknown type, holds an out-of-range value, refers to a baseline this client never
-        had, or would make the client hold more than ``max_entities`` entities.
+        Raises ProtocolError, leaving the decoder's entities unchanged, if the part is
+        malformed, names an unknown type, holds an out-of-range value, refers to a baseline
+        this client never had, or would make the client hold more than ``max_entities``
+        entities; a refused part of the current epoch makes the next receipts ask for a
+        resync. A part of a new epoch first resets the decoder; one of an epoch it has left
+        is ignored (``current`` is False in the result).
         """
-        part = decode_part_untrusted(payload, self.registry, max_entity_id=self.max_entity_id)
+        header = decode_part_header_untrusted(payload)
+        if header.epoch != self.epoch:
+            if header.epoch in self._left_epochs:
+                self.parts_of_old_epochs += 1
+                return PartReceived(
+                    header.tick, header.part_index, header.part_count, 0, 0, header.epoch, False
+                )
+            self._start_epoch(header.epoch, header.tick)
+        try:
+            part = decode_part_untrusted(payload, self.registry, max_entity_id=self.max_entity_id)
+            received = self._apply(part)
+        except ProtocolError:
+            self.parts_refused += 1
+            self.needs_resync = True
+            raise
+        self._note_applied(part)
+        return received
+
+    def _apply(self, part: DecodedPart) -> PartReceived:
         tick = part.tick
         ents = self._entities
         h = self.history_depth
@@ -390,4 +518,4 @@ class SnapshotDecoder:
                 e.newest = max(hist)
         if tick > self.newest_tick:
             self.newest_tick = tick
-        return PartReceived(tick, part.part_index, part.part_count, len(stores), stale)
+        return PartReceived(tick, part.part_index, part.part_count, len(stores), stale, part.epoch)

@@ -5,26 +5,47 @@ Theory of operation
 
 One :class:`SnapshotEncoder` serves one client. Each tick the game calls
 ``encode(tick)``, which returns the parts of that tick's snapshot; each part is one SNAPSHOT
-frame payload that fits one datagram and decodes on its own. The connection core reports
-every part exactly once as delivered (``on_part_delivered(part_id, acked=True)``) or lost.
+frame payload that fits one datagram and decodes on its own. The client's decoder reports
+the parts it *applied* in receipts (:class:`~netcode.replication.wire.Receipt`), which come
+back to ``on_receipt``. A datagram's transport ACK is not used: it says a part arrived, not
+that the client could use it (no decoder yet, a decoder of another stream, over its caps).
+
+Epochs
+    Every part carries the encoder's epoch. A new encoder, and a resync, start a new epoch;
+    a decoder that sees a new epoch drops everything it held and starts from empty, and the
+    encoder of the new epoch knows nothing about the client, so it only sends full states
+    until receipts of that epoch come back. Receipts of another epoch are ignored.
 
 Per-entity baselines (Quake 3 / Fiedler, per entity instead of per snapshot)
     For every entity it shows the client, the encoder keeps the newest state *the client
-    acknowledged*: ``base_q`` and ``base_tick``. A record is a delta against it; the part
+    applied*: ``base_q`` and ``base_tick``. A record is a delta against it; the part
     names the baseline tick (one common tick in the header, explicit offsets for the
     exceptions), so the client looks the baseline up in its own short history of the
-    entity. An entity whose slots equal its baseline is not sent at all: a resting world
-    costs a vectorised comparison and no bits.
+    entity. An entity is sent while its slots differ from its baseline, or while the client
+    has not confirmed a send of its current value (it may hold another value sent since the
+    baseline, even one the entity has since returned from), so an entity that is not sent
+    holds, on the client, exactly its server state: a resting world costs a vectorised
+    comparison and no bits, and a tick whose parts carry every due entity is flagged
+    COMPLETE (the client then knows the entities it did not hear of are at rest, and does
+    not extrapolate them).
 
 The client never decodes against a baseline it does not hold
-    The client keeps the ``history_depth`` (H) newest received states of each entity. A
-    baseline is acked, so the client received it; it can only have been evicted if the
-    client has since received H newer states of that entity, and those are among the states
-    sent since. The encoder keeps the ticks of the last H sends of each entity (a ring) and
-    only deltas against ``base_tick`` if fewer than H sends are newer; otherwise it sends the
-    full state. Likewise an ack only advances the baseline if the acked record was decodable
-    when it arrived (fewer than H sends newer than the baseline it used), so a part that
-    arrives very late never becomes a baseline the client could not build.
+    The client keeps the ``history_depth`` (H) newest received states of each entity (H is
+    the smaller of the encoder's and the one the client announces). A baseline was applied,
+    so the client stored it; it can only have been evicted if the client has since stored H
+    newer states of that entity, and those are among the states sent since. The encoder
+    keeps the ticks of the last sends of each entity (a ring) and only deltas against
+    ``base_tick`` if fewer than H sends are newer; otherwise it sends the full state.
+    Likewise a receipt only advances the baseline if the record was decodable when it
+    arrived (fewer than H sends newer than the baseline it used).
+
+Resync and caps
+    A receipt flagged RESYNC (the client could not apply a part of this epoch) starts a new
+    epoch. Each receipt announces the client's limits (live entities, highest id, history
+    depth): the encoder never shows the client more entities than it may hold (ids whose
+    removal is unconfirmed count), nor ids above its highest, and starts a new epoch if a
+    receipt announces limits below what it already relies on. Until the first receipt it
+    assumes the decoder's defaults.
 
 Creation and removal are reliable
     An entity entering the client's view (spawned, or let in by the interest hook) is sent
@@ -59,7 +80,16 @@ import numpy.typing as npt
 
 from netcode.replication.bits import bit_length, eg_bits, eg_bits_int, eg_segments, pack_segments
 from netcode.replication.schema import EntitySchema, GroupKind
-from netcode.replication.wire import PART_HEADER_BYTES, PartHeader, encode_part_header
+from netcode.replication.wire import (
+    DEFAULT_HISTORY_DEPTH,
+    DEFAULT_MAX_ENTITIES,
+    DEFAULT_MAX_ENTITY_ID,
+    FLAG_COMPLETE,
+    PART_HEADER_BYTES,
+    PartHeader,
+    Receipt,
+    encode_part_header,
+)
 from netcode.replication.world import TypeStore, World
 from netcode.wire import MAX_FRAME_PAYLOAD_BYTES
 
@@ -91,10 +121,14 @@ def _gaps(ids: I64) -> I64:
 class SnapshotPart:
     """One part of a tick's snapshot: a SNAPSHOT frame payload for one datagram."""
 
-    #: Encoder-local id to report back with :meth:`SnapshotEncoder.on_part_delivered`.
+    #: Encoder-local id of the part (increasing).
     part_id: int
     #: The tick this part describes.
     tick: int
+    #: The stream epoch the part belongs to.
+    epoch: int
+    #: Its index among the tick's parts.
+    part_index: int
     #: The frame payload (header and bit-packed body).
     payload: bytes
 
@@ -128,6 +162,8 @@ class _TypeView:
         self.base_tick = np.zeros(0, dtype=np.int64)
         self.ring = np.zeros((0, history_depth), dtype=np.int64)
         self.ring_pos = np.zeros(0, dtype=np.int64)
+        self.val_since = np.zeros(0, dtype=np.int64)
+        self.sent_q = np.zeros((0, s), dtype=np.int64)
         self.last_full = np.zeros(0, dtype=np.int64)
         self.acc = np.zeros(0, dtype=np.float64)
         self.grow()
@@ -151,6 +187,8 @@ class _TypeView:
         self.base_tick = g(self.base_tick, -1)
         self.ring = g(self.ring, -1)
         self.ring_pos = g(self.ring_pos)
+        self.val_since = g(self.val_since, -1)
+        self.sent_q = g(self.sent_q)
         self.last_full = g(self.last_full, -(1 << 40))
         self.acc = g(self.acc, 0.0)
         self.cap = cap
@@ -159,6 +197,7 @@ class _TypeView:
         self.state[rows] = _NONE
         self.base_tick[rows] = -1
         self.ring[rows] = -1
+        self.val_since[rows] = -1
         self.acc[rows] = 0.0
 
 
@@ -195,7 +234,12 @@ class SnapshotEncoder:
     """Encodes a :class:`World` for one client; see the module docstring.
 
     ``max_part_bytes`` is the largest payload a part may have (leave room for other frames
-    in the datagram by lowering it). ``history_depth`` must equal the client decoder's.
+    in the datagram by lowering it). ``history_depth`` bounds the client decoder's (the
+    smaller of the two is used). ``epoch`` is the first stream epoch; ``next_epoch``, if
+    given, hands out the epoch of each resync (give every encoder of one client's stream a
+    source of distinct epochs, e.g. one counter per host), else the epoch is incremented.
+    A part not receipted within ``receipt_timeout_ticks`` is forgotten (its entities have
+    been sent again since: an unconfirmed send keeps an entity due).
     """
 
     def __init__(
@@ -204,14 +248,19 @@ class SnapshotEncoder:
         view: ClientView | None = None,
         *,
         max_part_bytes: int = MAX_FRAME_PAYLOAD_BYTES,
-        history_depth: int = 32,
+        history_depth: int = DEFAULT_HISTORY_DEPTH,
         resend_ticks: int = 1,
         send_empty: bool = True,
+        epoch: int = 1,
+        next_epoch: Callable[[], int] | None = None,
+        receipt_timeout_ticks: int = 255,
     ) -> None:
         if not 64 <= max_part_bytes <= MAX_FRAME_PAYLOAD_BYTES:
             raise ValueError(f"max_part_bytes must be within 64..{MAX_FRAME_PAYLOAD_BYTES}")
         if history_depth < 2:
             raise ValueError("history_depth must be at least 2")
+        if not 0 <= epoch <= 0xFFFF:
+            raise ValueError("epoch must fit 16 bits")
         self.world = world
         self.view = view or ClientView()
         self.max_part_bytes = max_part_bytes
@@ -220,17 +269,32 @@ class SnapshotEncoder:
         self.resend_ticks = resend_ticks
         #: send a header-only part on ticks with nothing to say (the client learns the tick)
         self.send_empty = send_empty
+        self.receipt_timeout_ticks = receipt_timeout_ticks
         for store in world.stores.values():
             self._check_fits(store.schema)
-        self._views: dict[int, _TypeView] = {}
-        self._inflight: dict[int, _InFlight] = {}
+        #: the current stream epoch (in every part's header)
+        self.epoch = epoch
+        self._next_epoch = next_epoch
+        #: epochs started since construction (resyncs)
+        self.resyncs = 0
+        #: the client's limits, from its receipts (the decoder's defaults until then)
+        self.client_max_entities = DEFAULT_MAX_ENTITIES
+        self.client_max_entity_id = DEFAULT_MAX_ENTITY_ID
+        self.client_history_depth = DEFAULT_HISTORY_DEPTH
+        self._h = min(history_depth, self.client_history_depth)
         self._next_part_id = 0
         self._vis_serial = 0
         self._removal_serial = 0
+        self._last_tick = -1
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        self._views: dict[int, _TypeView] = {}
+        #: (tick, part index) -> what the part carried
+        self._inflight: dict[tuple[int, int], _InFlight] = {}
         #: entity id -> (removal serial, last tick sent)
         self._removals: dict[int, tuple[int, int]] = {}
-        self._removal_pending = np.zeros(world.max_entities, dtype=bool)
-        self._last_tick = -1
+        self._removal_pending = np.zeros(self.world.max_entities, dtype=bool)
 
     # -- public API -------------------------------------------------------------------
 
@@ -241,8 +305,19 @@ class SnapshotEncoder:
 
     @property
     def pending_removals(self) -> int:
-        """Removals not yet acknowledged by the client."""
+        """Removals not yet confirmed applied by the client."""
         return len(self._removals)
+
+    def resync(self) -> None:
+        """Start a new epoch: forget everything about the client, send full states."""
+        if self._next_epoch is not None:
+            epoch = self._next_epoch() & 0xFFFF
+        else:
+            epoch = (self.epoch + 1) & 0xFFFF
+        self.epoch = epoch
+        self.resyncs += 1
+        self._h = min(self.history_depth, self.client_history_depth)
+        self._reset_stream()
 
     def encode(self, tick: int) -> list[SnapshotPart]:
         """The parts of this tick's snapshot (ticks must increase; time comes from the caller)."""
@@ -251,6 +326,10 @@ class SnapshotEncoder:
         if tick >= 1 << 32:
             raise ValueError("tick does not fit 32 bits")
         self._last_tick = tick
+        if self._inflight:
+            oldest = tick - self.receipt_timeout_ticks
+            for key in [k for k in self._inflight if k[0] < oldest]:
+                del self._inflight[key]
         for type_id, store in self.world.stores.items():
             if type_id not in self._views:
                 self._check_fits(store.schema)
@@ -262,14 +341,19 @@ class SnapshotEncoder:
             tv = self._views[type_id]
             tv.grow()
             inside.append(self._sync_gone(tv))
+        room = self.client_max_entities - len(self._removals)
+        for tv in self._views.values():
+            room -= int(np.count_nonzero(tv.state))
         for type_id, ins in zip(sorted(self._views), inside, strict=True):
-            self._sync_new(self._views[type_id], ins)
+            room -= self._sync_new(self._views[type_id], ins, room)
         removals = self._due_removals(tick)
         base_ticks: list[I64] = []
         rows_per_type: list[tuple[_TypeView, I64, Bools]] = []
+        complete = True
         for type_id in sorted(self._views):
             tv = self._views[type_id]
-            rows, use_delta = self._candidates(tv, tick)
+            rows, use_delta, all_due = self._candidates(tv, tick)
+            complete &= all_due
             if len(rows):
                 rows_per_type.append((tv, rows, use_delta))
                 base_ticks.append(tv.base_tick[rows[use_delta]])
@@ -277,24 +361,47 @@ class SnapshotEncoder:
         for tv, rows, use_delta in rows_per_type:
             cands.append(self._encode_bodies(tv, rows, use_delta, tick, common))
         if self.view.budget_bytes_per_tick is not None:
+            n_before = sum(len(c.rows) for c in cands)
             cands = self._select(cands, removals)
-        return self._layout(tick, common, removals, cands)
+            complete &= sum(len(c.rows) for c in cands) == n_before
+        return self._layout(tick, common, removals, cands, FLAG_COMPLETE if complete else 0)
 
-    def on_part_delivered(self, part_id: int, acked: bool) -> None:
-        """The core's verdict on a part: acked (the client has it) or lost.
+    def on_receipt(self, receipt: Receipt) -> None:
+        """The client's receipt: the parts it applied, its limits, or a request to resync.
 
-        Lost parts need nothing: whatever they carried that still matters is still a
-        difference against the baseline, or a creation or removal not yet acked.
+        Parts it never reports need nothing: whatever they carried that still matters is
+        still a difference against the baseline, an unconfirmed send, or a creation or
+        removal not yet confirmed, all of which go again.
         """
-        rec = self._inflight.pop(part_id)
-        if not acked:
+        if receipt.epoch != self.epoch:
+            return  # about a stream that has ended
+        self.client_max_entity_id = receipt.max_entity_id
+        self.client_history_depth = receipt.history_depth
+        shown = len(self._removals) + sum(
+            int(np.count_nonzero(tv.state)) for tv in self._views.values()
+        )
+        tighter = receipt.max_entities < shown or receipt.history_depth < self._h
+        self.client_max_entities = receipt.max_entities
+        if receipt.resync or tighter:
+            self.resync()
             return
+        if receipt.max_entity_id < self.world.max_entities - 1:
+            for tv in self._views.values():
+                if (tv.eid[tv.state != _NONE] > receipt.max_entity_id).any():
+                    self.resync()
+                    return
+        for key in receipt.applied:
+            rec = self._inflight.pop(key, None)
+            if rec is not None:
+                self._applied(rec)
+
+    def _applied(self, rec: _InFlight) -> None:
         for eid, serial in rec.removals:
             entry = self._removals.get(eid)
             if entry is not None and entry[0] == serial:
                 del self._removals[eid]
                 self._removal_pending[eid] = False
-        h = self.history_depth
+        h = self._h
         tick = rec.tick
         for sec in rec.sections:
             tv = sec.view
@@ -304,8 +411,9 @@ class SnapshotEncoder:
                 continue
             tv.state[rows[ok & (tv.state[rows] == _CREATING)]] = _ALIVE
             # adopt as baseline only if the client could decode the record when it arrived
-            # (its own baseline, or the record itself for full states, not yet evicted) and
-            # if it is newer than the current baseline
+            # (its own baseline, or the record itself for full states, not yet evicted:
+            # otherwise it skipped the record as stale) and if it is newer than the current
+            # baseline
             ref = np.where(sec.base_used >= 0, sec.base_used, tick)
             newer_sends = (tv.ring[rows] > ref[:, None]).sum(axis=1)
             adopt = ok & (tick > tv.base_tick[rows]) & (newer_sends < h)
@@ -334,6 +442,8 @@ class SnapshotEncoder:
         inside = (
             store.alive if self.view.interest is None else store.alive & self.view.interest(store)
         )
+        if self.client_max_entity_id < self.world.max_entities - 1:
+            inside = inside & (store.eid <= self.client_max_entity_id)
         visible = tv.state != _NONE
         gone = visible & ((tv.gen != store.gen) | ~inside)
         if gone.any():
@@ -345,13 +455,14 @@ class SnapshotEncoder:
             tv.forget(rows)
         return inside
 
-    def _sync_new(self, tv: _TypeView, inside: Bools) -> None:
-        """Start the visibility of rows that entered, unless their id's removal is pending."""
+    def _sync_new(self, tv: _TypeView, inside: Bools, room: int) -> int:
+        """Start the visibility of rows that entered, unless their id's removal is pending,
+        at most ``room`` of them (the client's cap); returns how many started."""
         store = tv.store
         new = inside & (tv.state == _NONE)
-        if new.any():
+        if new.any() and room > 0:
             rows = np.flatnonzero(new)
-            rows = rows[~self._removal_pending[store.eid[rows]]]
+            rows = rows[~self._removal_pending[store.eid[rows]]][:room]
             if len(rows):
                 tv.state[rows] = _CREATING
                 serials = np.arange(self._vis_serial + 1, self._vis_serial + 1 + len(rows))
@@ -361,30 +472,41 @@ class SnapshotEncoder:
                 tv.gen[rows] = store.gen[rows]
                 tv.base_tick[rows] = -1
                 tv.ring[rows] = -1
+                tv.val_since[rows] = -1
                 tv.last_full[rows] = -(1 << 40)
+                return len(rows)
+        return 0
 
-    def _candidates(self, tv: _TypeView, tick: int) -> tuple[I64, Bools]:
-        """Rows to send (changed against their baseline, or creation due) and which of them
-        can be sent as deltas."""
+    def _candidates(self, tv: _TypeView, tick: int) -> tuple[I64, Bools, bool]:
+        """Rows to send (changed against their baseline or sent since it, or creation due),
+        which of them can be sent as deltas, and whether every creation due was taken."""
         state = tv.state
         alive = state == _ALIVE
+        all_due = True
         if alive.any():
-            changed = alive & (tv.base_tick < 0)
+            # due until the client confirms a send of the current value: before that, it
+            # may hold another value sent since its baseline (even if q equals the baseline)
+            changed = alive & (tv.base_tick < tv.val_since)
             changed |= alive & (tv.store.q != tv.base_q).any(axis=1)
         else:
             changed = alive
         creating = state == _CREATING
         if creating.any():
-            changed |= creating & (tick - tv.last_full >= self.resend_ticks)
+            due = creating & (tick - tv.last_full >= self.resend_ticks)
+            all_due = bool((due == creating).all())
+            changed |= due
         rows = np.flatnonzero(changed)
         if not len(rows):
-            return rows, np.zeros(0, dtype=bool)
+            return rows, np.zeros(0, dtype=bool), all_due
         bt = tv.base_tick[rows]
         use_delta = (state[rows] == _ALIVE) & (bt >= 0)
         if use_delta.any():
             # a baseline is safe while fewer than H sends are newer than it
-            use_delta &= tv.ring[rows].min(axis=1) <= bt
-        return rows, use_delta
+            if self._h >= tv.h:
+                use_delta &= tv.ring[rows].min(axis=1) <= bt
+            else:
+                use_delta &= (tv.ring[rows] > bt[:, None]).sum(axis=1) < self._h
+        return rows, use_delta, all_due
 
     @staticmethod
     def _common_offset(tick: int, base_ticks: list[I64]) -> int:
@@ -583,6 +705,7 @@ class SnapshotEncoder:
         common: int,
         removals: list[tuple[int, int]],
         cands: list[_Candidates],
+        flags: int,
     ) -> list[SnapshotPart]:
         capacity = (self.max_part_bytes - PART_HEADER_BYTES) * 8 - 1  # 1: the end bit
         # parts as lists of (candidates, index array in send order); removals go first
@@ -626,7 +749,7 @@ class SnapshotEncoder:
         if count > 255:
             raise RuntimeError("more than 255 parts in one tick")
         for index, (rem, secs) in enumerate(parts):
-            out.append(self._build_part(tick, index, count, common, rem, secs))
+            out.append(self._build_part(tick, index, count, common, flags, rem, secs))
         self._record_sends(tick, cands, parts)
         return out
 
@@ -651,6 +774,7 @@ class SnapshotEncoder:
         index: int,
         count: int,
         common: int,
+        flags: int,
         rem: list[tuple[int, int]],
         secs: list[tuple[_Candidates, I64, int]],
     ) -> SnapshotPart:
@@ -692,13 +816,14 @@ class SnapshotEncoder:
         vals.append(sv)
         wids.append(sw)
         body = pack_segments(np.concatenate(vals), np.concatenate(wids))
-        payload = encode_part_header(PartHeader(tick, index, count, common)) + body
+        header = PartHeader(tick, self.epoch, index, count, common, flags)
+        payload = encode_part_header(header) + body
         if len(payload) > self.max_part_bytes:
             raise RuntimeError(f"part of {len(payload)} bytes exceeds {self.max_part_bytes}")
         part_id = self._next_part_id
         self._next_part_id += 1
-        self._inflight[part_id] = _InFlight(tick, rem, sections)
-        return SnapshotPart(part_id, tick, payload)
+        self._inflight[(tick, index)] = _InFlight(tick, rem, sections)
+        return SnapshotPart(part_id, tick, self.epoch, index, payload)
 
     def _record_sends(
         self,
@@ -716,6 +841,12 @@ class SnapshotEncoder:
             pos = tv.ring_pos[rows]
             tv.ring[rows, pos % h] = tick
             tv.ring_pos[rows] = pos + 1
+            q = tv.store.q[rows]
+            new_value = (q != tv.sent_q[rows]).any(axis=1) | (tv.val_since[rows] < 0)
+            if new_value.any():
+                r = rows[new_value]
+                tv.val_since[r] = tick
+                tv.sent_q[r] = q[new_value]
             tv.acc[rows] = 0.0
             full = c.base_used < 0
             tv.last_full[rows[full]] = tick

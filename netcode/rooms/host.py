@@ -10,11 +10,21 @@ state: light, weather, hazards). Each tick it
 1. calls ``on_tick(tick, dt)``, where the game moves its entities;
 2. for each participant and each world it is subscribed to, encodes a snapshot with that
    participant's own :class:`~netcode.replication.SnapshotEncoder` (deltas against what that
-   participant acknowledged) and sends each part as a SNAPSHOT frame. A part still queued
+   participant applied) and sends each part as a SNAPSHOT frame. A part still queued
    when the next tick's part of the same index is sent is superseded, and one not sent
    within two ticks expires: when the link is backed up, stale snapshots are dropped, never
-   delivered late. Every part's fate (ACKED or LOST, exactly once) goes back to its encoder;
+   delivered late;
 3. sends an INPUT_ACK frame: the last input of that participant applied before the snapshot.
+
+Baselines follow the client's RECEIPT frames (``topic_id: u16`` of the snapshot stream, then
+a :class:`~netcode.replication.Receipt`), never a datagram's ACK: a part that arrived but
+was not applied (no Replica yet, another epoch, over the client's caps) is simply sent
+again, and a client that could not apply one asks for a resync. Each encoder (one per
+participant and topic) gets its stream epoch from one counter per host, so a dropped and
+recreated encoder (unsubscribe and subscribe again, a new connection) is a new epoch the
+client's decoder can tell apart. Encoders live as long as the participant object and its
+subscription: a session that resumes on a new link keeps them, and the receipts that come
+back over the new link carry replication on from where the client is.
 
 Inputs arrive as INPUT frames, are deduplicated per participant and handed to
 ``on_input(participant, tick, data)`` once each, in order. By default the host counts an
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import struct
 import time
 from collections import deque
@@ -43,13 +54,29 @@ import attrs
 
 from netcode.core import Delivery, Endpoint
 from netcode.errors import ProtocolError
-from netcode.replication import ClientView, SchemaRegistry, SnapshotEncoder, World
+from netcode.replication import (
+    ClientView,
+    Receipt,
+    SchemaRegistry,
+    SnapshotEncoder,
+    World,
+    decode_receipt_untrusted,
+    encode_receipt,
+)
 from netcode.replication.inputs import InputReceiver, encode_input_ack
 from netcode.rooms.protocol import encode_lossy_down
 from netcode.rooms.server import ExtensionChannel, RoomHost, ServerParticipant, ServerRoom
 from netcode.wire import MAX_FRAME_PAYLOAD_BYTES, FrameType
 
-__all__ = ["HELLO", "GameHost", "HostedClient", "decode_hello_untrusted", "piggyback_acks"]
+__all__ = [
+    "HELLO",
+    "GameHost",
+    "HostedClient",
+    "decode_hello_untrusted",
+    "decode_receipt_frame_untrusted",
+    "encode_receipt_frame",
+    "piggyback_acks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +95,22 @@ def piggyback_acks(endpoint: Endpoint, tick_rate: float) -> None:
     endpoint.config = attrs.evolve(endpoint.config, max_ack_delay=delay)
 
 
+_TOPIC_ID = struct.Struct("!H")
+
+
+def encode_receipt_frame(topic_id: int, receipt: Receipt) -> bytes:
+    """A RECEIPT frame's payload: the snapshot stream's topic id (as the SNAPSHOT frames
+    name it), then the receipt."""
+    return _TOPIC_ID.pack(topic_id) + encode_receipt(receipt)
+
+
+def decode_receipt_frame_untrusted(payload: bytes) -> tuple[int, Receipt]:
+    if len(payload) < _TOPIC_ID.size:
+        raise ProtocolError("RECEIPT frame too short")
+    (topic_id,) = _TOPIC_ID.unpack_from(payload)
+    return topic_id, decode_receipt_untrusted(payload[_TOPIC_ID.size :])
+
+
 def decode_hello_untrusted(body: bytes) -> tuple[float, float, int]:
     if len(body) != HELLO.size:
         raise ProtocolError(f"HELLO of {len(body)} bytes, expected {HELLO.size}")
@@ -83,6 +126,9 @@ class HostedClient:
     def __init__(self, participant: ServerParticipant) -> None:
         self.participant = participant
         self.encoders: dict[str, SnapshotEncoder] = {}
+        #: snapshot topic by the topic id its SNAPSHOT frames carry (receipts name it)
+        self.topic_ids: dict[int, str] = {}
+        self.receipts = 0  #: RECEIPT frames received
         self.inputs = InputReceiver()
         self.snapshot_bytes = 0  #: bytes of SNAPSHOT frames sent to this client
         self.parts_sent = 0
@@ -129,6 +175,9 @@ class GameHost(RoomHost):
         self.ticks_late = 0
         self.ticks_skipped = 0
         self.ticks_run = 0
+        # stream epochs: one counter per host, from a random start so that a restarted
+        # host does not repeat the epochs a client's decoder just followed
+        self._epoch = secrets.randbelow(0x10000)
         self._task: asyncio.Task[None] | None = None
         # game callbacks: assign or override
         self.on_tick: Callable[[int, float], None] = lambda tick, dt: None
@@ -189,6 +238,13 @@ class GameHost(RoomHost):
                 self.on_input(participant, tick, payload)
                 if self.auto_ack_inputs:
                     client.inputs.last_applied = tick
+        elif frame_type == FrameType.RECEIPT:
+            topic_id, receipt = decode_receipt_frame_untrusted(data)
+            client.receipts += 1
+            topic = client.topic_ids.get(topic_id)
+            encoder = client.encoders.get(topic) if topic is not None else None
+            if encoder is not None:
+                encoder.on_receipt(receipt)
         elif self.on_frame is not None:
             self.on_frame(participant, frame_type, data)
         else:
@@ -270,12 +326,18 @@ class GameHost(RoomHost):
             fields = {"tick": tick, "duration_ms": duration_ms, "cpu_ms": cpu_ms}
             trace.record("tick", now, {**fields, "budget_ms": 1000 * self.interval})
 
+    def next_epoch(self) -> int:
+        """A stream epoch no encoder of this host had recently (16 bits, wrapping)."""
+        self._epoch = (self._epoch + 1) & 0xFFFF
+        return self._epoch
+
     def _send_snapshot(
         self, client: HostedClient, topic: str, world: World, tick: int, expires: float
     ) -> None:
         participant = client.participant
         encoder = client.encoders.get(topic)
         topic_id, inline = participant.topics_out.lossy_ref(topic)
+        client.topic_ids[topic_id] = topic
         if encoder is None:
             view = self.view_factory(participant) if self.view_factory else ClientView()
             if self.budget_bytes_per_tick is not None:
@@ -286,22 +348,19 @@ class GameHost(RoomHost):
                 # room for the frame's topic header and the topic's name inline
                 max_part_bytes=MAX_FRAME_PAYLOAD_BYTES - 6 - len(topic.encode()),
                 history_depth=self.history_depth,
+                epoch=self.next_epoch(),
+                next_epoch=self.next_epoch,
             )
         confirm = None if inline is None else participant.topics_out.confirm_when_acked(topic_id)
         for index, part in enumerate(encoder.encode(tick)):
             payload = encode_lossy_down(0, topic_id, inline, False, part.payload)
 
-            def delivered(
-                result: Delivery,
-                encoder: SnapshotEncoder = encoder,
-                part_id: int = part.part_id,
-            ) -> None:
-                acked = result is Delivery.ACKED
+            def delivered(result: Delivery) -> None:
+                # statistics and the topic name only: baselines follow the client's receipts
                 if confirm is not None:
                     confirm(result)
-                if not acked:
+                if result is not Delivery.ACKED:
                     client.parts_lost += 1
-                encoder.on_part_delivered(part_id, acked)
 
             participant.send_frame(
                 FrameType.SNAPSHOT,

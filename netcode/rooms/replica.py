@@ -7,9 +7,13 @@ seconds in the past. It also sends the local player's inputs, redundantly, and r
 last input the server applied for each snapshot tick, which is what
 :class:`~netcode.replication.Predictor` needs to reconcile the local player.
 
-Every Room has one hub that decodes every snapshot topic from the first part on, whether
-or not a Replica has been created for it yet: the server counts a part as delivered once
-its datagram is acknowledged, so a part must never be dropped on arrival.
+Every Room has one hub (created by the first Replica, or by :func:`install`) that decodes
+every snapshot topic from the first part on, whether or not a Replica has been created for
+it yet, and answers every part with a RECEIPT frame (the parts its decoder applied, its
+limits, or a resync request). The server adopts a delta baseline only from receipts, so a
+part that arrives before there is a hub, or that the decoder refuses, is merely sent again
+or resynced, never assumed. Receipts wait up to half a tick for an INPUT frame to ride
+with (``receipt_delay``), and repeat each applied part for a few ticks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from netcode.errors import ProtocolError
 from netcode.replication import (
     DEFAULT_REGISTRY,
     EntityDespawned,
@@ -28,9 +33,9 @@ from netcode.replication import (
 from netcode.replication.clock import ServerClock, TickTimeline
 from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
 from netcode.replication.interpolation import sample
-from netcode.rooms.client import Room
+from netcode.rooms.client import DisconnectedError, Room
 from netcode.rooms.emitter import EventEmitter
-from netcode.rooms.host import decode_hello_untrusted, piggyback_acks
+from netcode.rooms.host import decode_hello_untrusted, encode_receipt_frame, piggyback_acks
 from netcode.rooms.protocol import decode_lossy_down_untrusted
 from netcode.rooms.server import ExtensionChannel
 from netcode.wire import FrameType
@@ -50,6 +55,12 @@ class _Hub:
         self.input_acks: dict[int, int | None] = {}
         self._ack_order: deque[int] = deque()
         self.history_depth = 32
+        #: snapshot topic -> the topic id its SNAPSHOT frames carry (receipts name it)
+        self.topic_ids: dict[str, int] = {}
+        #: seconds a receipt may wait for an input to ride with; None: half a tick
+        self.receipt_delay: float | None = None
+        self._receipts_due: set[str] = set()
+        self._receipt_timer: asyncio.TimerHandle | None = None
         room.frame_handlers[FrameType.SNAPSHOT] = self._on_snapshot
         room.frame_handlers[FrameType.INPUT_ACK] = self._on_input_ack
         room.extension_handlers[ExtensionChannel.HOST] = self._on_hello
@@ -65,14 +76,59 @@ class _Hub:
     def _on_snapshot(self, payload: bytes) -> None:
         _, topic_id, inline, _, part = decode_lossy_down_untrusted(payload)
         topic = self.room._topics_in.resolve(topic_id, inline)
+        self.topic_ids[topic] = topic_id
         decoder = self.decoder(topic)
-        received = decoder.receive_part(part)
+        try:
+            received = decoder.receive_part(part)
+        except ProtocolError:
+            self._receipt_due(topic)  # it asks for a resync
+            self._drain(topic, decoder)
+            raise
+        if not received.current:
+            return  # a late part of a stream the server has ended
+        self._receipt_due(topic)
         replica = self.replicas.get(topic)
         if replica is not None:
             replica._on_part(received.tick, len(payload), received.part_count)
         else:
+            self._drain(topic, decoder)
+
+    def _drain(self, topic: str, decoder: SnapshotDecoder) -> None:
+        replica = self.replicas.get(topic)
+        if replica is not None:
+            replica._emit_events()
+        else:
             while decoder.next_event() is not None:
                 pass
+
+    def _receipt_due(self, topic: str) -> None:
+        self._receipts_due.add(topic)
+        delay = self.receipt_delay
+        if delay is None:
+            delay = 0.5 / self.timeline.tick_rate if self.timeline is not None else 0.0
+        if delay <= 0:
+            self.send_receipts()
+        elif self._receipt_timer is None:
+            loop = asyncio.get_running_loop()
+            self._receipt_timer = loop.call_later(delay, self.send_receipts)
+
+    def send_receipts(self) -> None:
+        """Send the receipts due now (Replica.send_input calls this to share its datagram)."""
+        if self._receipt_timer is not None:
+            self._receipt_timer.cancel()
+            self._receipt_timer = None
+        due, self._receipts_due = self._receipts_due, set()
+        if self.room.connection is None:
+            return
+        for topic in sorted(due):
+            receipt = self.decoders[topic].receipt()
+            if receipt is None:
+                continue
+            payload = encode_receipt_frame(self.topic_ids[topic], receipt)
+            try:
+                self.room.send_frame(FrameType.RECEIPT, payload, supersede_key=("receipt", topic))
+            except DisconnectedError:
+                return
 
     def _on_input_ack(self, payload: bytes) -> None:
         snapshot_tick, last_input = decode_input_ack_untrusted(payload)
@@ -122,6 +178,7 @@ class Replica(EventEmitter):
         interpolation_delay: float = 0.1,
         max_extrapolation: float = 0.1,
         input_redundancy: int = 8,
+        max_entities: int | None = None,
     ) -> None:
         super().__init__()
         self.room = room
@@ -130,6 +187,9 @@ class Replica(EventEmitter):
         if topic in self.hub.replicas:
             raise ValueError(f"room already has a Replica for topic {topic!r}")
         self.hub.replicas[topic] = self
+        if max_entities is not None:
+            # announced in the receipts: the server never shows this client more
+            self.hub.decoder(topic).max_entities = max_entities
         self.interpolation_delay = interpolation_delay
         self.max_extrapolation = max_extrapolation
         self.clock = ServerClock()
@@ -192,6 +252,7 @@ class Replica(EventEmitter):
                 tick,
                 max_extrapolation_ticks=max_ticks,
                 decode=schema.from_slots,
+                known_until=decoder.known_until(eid),
             )
         return out
 
@@ -226,6 +287,7 @@ class Replica(EventEmitter):
     def send_input(self, tick: int, data: bytes) -> None:
         """Send the local player's input for ``tick`` (with the recent unacknowledged ones)."""
         payload = self.inputs.add(tick, data)
+        self.hub.send_receipts()  # the receipts due ride this input's datagram
         # Each INPUT frame repeats the unacknowledged inputs, so a newer one supersedes it.
         self.room.send_frame(FrameType.INPUT, payload, supersede_key=("input", self.topic))
 
@@ -245,14 +307,18 @@ class Replica(EventEmitter):
         new_tick = self.latest_tick is None or tick > self.latest_tick
         if new_tick:
             self.latest_tick = tick
+        self._emit_events()
+        if new_tick:
+            self.emit("snapshot", tick)
+
+    def _emit_events(self) -> None:
         decoder = self.decoder
         while (event := decoder.next_event()) is not None:
             if isinstance(event, EntitySpawned):
-                self.emit("spawned", event.entity_id, decoder.get(event.entity_id))
+                if event.entity_id in decoder:
+                    self.emit("spawned", event.entity_id, decoder.get(event.entity_id))
             elif isinstance(event, EntityDespawned):
                 self.emit("despawned", event.entity_id)
-        if new_tick:
-            self.emit("snapshot", tick)
 
     @staticmethod
     def _now() -> float:

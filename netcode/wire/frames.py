@@ -43,6 +43,7 @@ class FrameType(enum.IntEnum):
     INPUT = 18  #: a client's recent inputs, sent redundantly
     EVENT = 19  #: reliable-ordered game events riding the lossy channel
     INPUT_ACK = 21  #: the server's last applied input, per snapshot tick
+    RECEIPT = 22  #: the snapshot parts a client applied, its limits, or a resync request
 
 
 PING = Struct("ping_id" / Int16ub)

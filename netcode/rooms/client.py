@@ -519,6 +519,8 @@ class Room(EventEmitter):
         self.reconnects = 0
         #: how long each resume took, from the drop being noticed to RESUMED (seconds)
         self.resume_times: list[float] = []
+        #: how long the attempt that resumed took, from its request to RESUMED (seconds)
+        self.last_resume_attempt_s = 0.0
 
     # ------------------------------------------------------------------ connection
 
@@ -1107,6 +1109,7 @@ class Room(EventEmitter):
     async def _resume_once(self, timeout: float) -> bool:
         assert self._session is not None
         loop = asyncio.get_running_loop()
+        started = loop.time()
         resume = {**self._session, "received": self._received.received}
         link = await connect_peer(
             self._url,
@@ -1147,6 +1150,7 @@ class Room(EventEmitter):
                 )
         self.reconnects += 1
         self.resume_times.append(loop.time() - self._lost_at)
+        self.last_resume_attempt_s = loop.time() - started
         logger.info(
             "room %r: resumed in %.0f ms (%d messages replayed)",
             self.name,

@@ -445,6 +445,7 @@ class PeerLink:
         )
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
+        _shorten_initial_rto(pc)
         # Attached once the channels gave pc its ICE transport, before any gathering.
         self._impairment: ImpairedPath | None = None
         if impairment is not None:
@@ -662,6 +663,19 @@ class PeerLink:
 
     def __repr__(self) -> str:
         return f"<PeerLink {self.name} {self._state}>"
+
+
+#: SCTP's retransmission timeout before the first round-trip sample (seconds). aiortc uses
+#: RFC 4960's 3 s, so a lost INIT or COOKIE-ECHO stalls a connect or resume for 3 s; RFC 9260,
+#: which obsoletes RFC 4960, lowered RTO.Initial to 1 s.
+SCTP_INITIAL_RTO_S = 1.0
+
+
+def _shorten_initial_rto(pc: RTCPeerConnection) -> None:
+    """Give ``pc``'s SCTP association RFC 9260's initial RTO (this association only)."""
+    sctp = pc.sctp
+    if sctp is not None and isinstance(getattr(sctp, "_rto", None), float | int):
+        sctp._rto = min(float(sctp._rto), SCTP_INITIAL_RTO_S)
 
 
 def _limit_for(raw: RTCDataChannel) -> int:

@@ -242,7 +242,11 @@ class GameHost(RoomHost):
             topic_id, receipt = decode_receipt_frame_untrusted(data)
             client.receipts += 1
             topic = client.topic_ids.get(topic_id)
-            encoder = client.encoders.get(topic) if topic is not None else None
+            if topic is None:
+                raise ProtocolError(f"RECEIPT for topic id {topic_id}, never sent")
+            # the client decoded a SNAPSHOT frame naming this id: it holds the binding
+            participant.topics_out.confirm(topic_id)
+            encoder = client.encoders.get(topic)
             if encoder is not None:
                 encoder.on_receipt(receipt)
         elif self.on_frame is not None:
@@ -351,14 +355,12 @@ class GameHost(RoomHost):
                 epoch=self.next_epoch(),
                 next_epoch=self.next_epoch,
             )
-        confirm = None if inline is None else participant.topics_out.confirm_when_acked(topic_id)
         for index, part in enumerate(encoder.encode(tick)):
             payload = encode_lossy_down(0, topic_id, inline, False, part.payload)
 
             def delivered(result: Delivery) -> None:
-                # statistics and the topic name only: baselines follow the client's receipts
-                if confirm is not None:
-                    confirm(result)
+                # statistics only: baselines (and the topic's name, which goes inline until
+                # a receipt names its id) follow the client's receipts, not datagram ACKs
                 if result is not Delivery.ACKED:
                     client.parts_lost += 1
 

@@ -188,25 +188,34 @@ async def test_a_stopped_server_disconnects_with_server_shutdown() -> None:
     assert alice.seen == ["disconnected:server_shutdown"]
 
 
-async def test_a_killed_server_is_noticed_within_dead_after() -> None:
-    process = subprocess.Popen(
+def start_server_process(port: int = 0) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
             "from netcode.cli import server_main; server_main()",
-            *("--port", "0", "--api-key", KEY, "--api-secret", SECRET),
+            *("--port", str(port), "--api-key", KEY, "--api-secret", SECRET),
             *("--dead-after", "3", "--grace-period", "2", "--log-level", "WARNING"),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+async def server_url(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)
+    url = re.search(r"listening on (\S+)", line)
+    assert url, line
+    return url.group(1)
+
+
+async def test_a_killed_server_is_noticed_within_dead_after() -> None:
+    process = start_server_process()
     try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)
-        url = re.search(r"listening on (\S+)", line)
-        assert url, line
+        url = await server_url(process)
         alice = Peer(Room())
-        await alice.room.connect(url.group(1), token("alice"))
+        await alice.room.connect(url, token("alice"))
         assert alice.room.dead_after == 3.0
         process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -217,3 +226,24 @@ async def test_a_killed_server_is_noticed_within_dead_after() -> None:
     finally:
         process.kill()
         process.wait(10)
+
+
+async def test_a_restarted_server_says_so() -> None:
+    process = start_server_process()
+    restarted: subprocess.Popen[str] | None = None
+    try:
+        url = await server_url(process)
+        alice = Peer(Room())
+        await alice.room.connect(url, token("alice"))
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        await eventually(lambda: "reconnecting" in alice.seen, timeout=6)
+        restarted = start_server_process(int(url.rpartition(":")[2]))
+        await server_url(restarted)
+        await eventually(lambda: any(s.startswith("disconnected") for s in alice.seen), 10)
+        assert alice.seen[-1] == "disconnected:server_restarted"
+    finally:
+        for each in (process, restarted):
+            if each is not None:
+                each.kill()
+                each.wait(10)

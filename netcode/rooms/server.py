@@ -741,8 +741,9 @@ class ServerRoom:
             if target.subscribes_to(topic) and not target.send_event_body(
                 type_id, sender.pid, topic, body
             ):
-                # The target's queue is full: the sender is flooding. Count it against them.
-                sender.protocol_error(f"event flood: {target.identity}'s queue is full")
+                # The queue is the target's: it belongs to the peer that does not drain it
+                # (a sender's own flood is bounded by its own queue, on the way in).
+                target._slow_consumer("its game-event queue is full")
 
     def send_event(
         self, event: Any, *, topic: str = "", destination_pids: Iterable[int] = ()

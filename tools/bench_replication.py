@@ -87,8 +87,8 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
     json_sizes: list[int] = []
     msgpack_sizes: list[int] = []
     for tick in range(1, total_ticks + 1):
-        for receipt in acks.pop(tick, []):
-            encoder.on_receipt(receipt)
+        for arrived in acks.pop(tick, []):
+            encoder.on_receipt(arrived)
         scene.step(world, tick)
         t0 = time.perf_counter()
         parts = encoder.encode(tick)
@@ -122,8 +122,8 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
             msgpack_sizes.append(len(msgpack.packb(doc)))
     # consistency: a few quiet, loss-free ticks later the client holds the world exactly
     for tick in range(total_ticks + 1, total_ticks + 4 * ack_delay + 4):
-        for receipt in acks.pop(tick, []):
-            encoder.on_receipt(receipt)
+        for arrived in acks.pop(tick, []):
+            encoder.on_receipt(arrived)
         for part in encoder.encode(tick):
             decoder.receive_part(part.payload)
         if (receipt := decoder.receipt()) is not None:

@@ -247,3 +247,50 @@ async def test_a_restarted_server_says_so() -> None:
             if each is not None:
                 each.kill()
                 each.wait(10)
+
+
+async def test_the_replica_catches_up_within_a_second_of_the_path_returning() -> None:
+    from test_host import REGISTRY, Game, Runner
+
+    from netcode.rooms.host import GameHost
+    from netcode.rooms.replica import Replica
+
+    server = RoomServer(KEY, SECRET, dead_after=1.0, grace_period=10.0)
+    await server.start("127.0.0.1", 0)
+    host = GameHost(tick_rate=30, registry=REGISTRY, environment_every=6)
+    game = Game(host)
+    host.attach(server.room("game"))
+    try:
+        path = ImpairedPath(Impairment(seed=3))
+        room = Room()
+        replica = Replica(room, registry=REGISTRY)
+        await room.connect(server.url, token("ann", room="game"), impairment=path)
+        await eventually(lambda: len(replica.entities()) == len(game.runners), timeout=5)
+        reconnected = asyncio.Event()
+        room.on("reconnected", reconnected.set)
+        path.blackout(3.0)
+        await asyncio.sleep(1.5)
+        # The world changes while ann is away: moves, a spawn, a despawn, then it rests.
+        spawned = host.world.spawn(Runner(x=7, y=8))
+        host.world.despawn(game.runners.pop(0))
+        game.runners.append(spawned)
+        await asyncio.sleep(1.0)
+        game.moving = False
+        await asyncio.sleep(0.5)  # the blackout ends about now
+        path_back = time.monotonic()
+
+        def converged() -> bool:
+            ids = set(replica.entity_ids())
+            if ids != set(game.runners):
+                return False
+            world = host.world
+            return all(replica.decoder.quantized(e) == list(world.quantized(e)) for e in ids)
+
+        await eventually(converged, timeout=5)
+        caught_up = time.monotonic() - path_back
+        assert reconnected.is_set()
+        assert caught_up < 1.0, f"replica caught up {caught_up:.2f} s after the path returned"
+        await room.disconnect()
+    finally:
+        await host.stop()
+        await server.stop()

@@ -51,6 +51,7 @@ from netcode.rooms.protocol import (
     ExtensionChannel,
     Kind,
     decode_lossy_down_untrusted,
+    decode_message_untrusted,
     dispatch_message_untrusted,
     encode_lossy_up,
     encode_message,
@@ -120,8 +121,11 @@ class ConnectionState(enum.Enum):
 
 #: Reasons a resume attempt can be refused for good (the server said so).
 _FINAL_RESUME_REFUSALS = frozenset({"session_expired", "server_restarted"})
-#: Backoff between resume attempts: first, factor, cap (seconds).
-_RESUME_BACKOFF_S = (0.1, 2.0, 2.0)
+#: A new resume attempt starts this often while earlier ones are still connecting (seconds),
+#: and at most this many are in flight; attempts that fail at once back off up to the cap.
+_ATTEMPT_SPACING_S = 0.5
+_MAX_ATTEMPT_SPACING_S = 2.0
+_MAX_ATTEMPTS_IN_FLIGHT = 4
 #: How often the room checks its link and sends owed ACKs, seconds.
 _WATCH_INTERVAL_S = 0.25
 #: Longest ``disconnect`` waits for the server to act on LEAVE, seconds.
@@ -502,7 +506,7 @@ class Room(EventEmitter):
         self._session: dict[str, Any] | None = None  # session, secret (from JOINED)
         self._replay = ReplayLog()
         self._received = ReceiveCounter()
-        self._resumed: asyncio.Future[int] | None = None
+        self._episode = 0  # drops since connect: resume attempts carry it
         self._lost_at = 0.0
         #: the impairment acting on this room's UDP datagrams (None: none)
         self.impairment: ImpairedPath | None = None
@@ -559,6 +563,7 @@ class Room(EventEmitter):
         self._replay = ReplayLog()
         self._received = ReceiveCounter()
         self.reconnects = 0
+        self._episode = 0
         try:
             async with asyncio.timeout(timeout):
                 self.link = link = await connect_peer(
@@ -837,9 +842,7 @@ class Room(EventEmitter):
         self._replay.confirm(body.received)
 
     def _on_resumed(self, body: Any) -> None:
-        if self._resumed is None or self._resumed.done():
-            raise ProtocolError("RESUMED outside a resume")
-        self._resumed.set_result(int(body.received))
+        raise ProtocolError("RESUMED outside a resume")  # a resume's first message only
 
     def _on_participant_reconnecting(self, body: Any) -> None:
         participant = self._by_pid.get(body.pid)
@@ -1003,10 +1006,6 @@ class Room(EventEmitter):
         logger.warning("server says %s: %s", body.code, body.message)
         self._disconnect_reason = str(body.code)
         self.error_message = str(body.message)
-        if self._resumed is not None and not self._resumed.done():
-            self._resumed.set_exception(
-                SignalingError(f"{body.code}: {body.message}", code=str(body.code))
-            )
         if self._joined is not None and not self._joined.done():
             try:
                 error: Exception = token_error_from_code(body.code, body.message)
@@ -1053,6 +1052,7 @@ class Room(EventEmitter):
             return
         logger.info("room %r: link lost (%s); resuming the session", self.name, why)
         self._lost_at = loop.time()
+        self._episode += 1
         self._set_state(ConnectionState.RECONNECTING)
         self._let_link_go()
         self.emit("reconnecting")
@@ -1074,43 +1074,74 @@ class Room(EventEmitter):
             task.add_done_callback(_log_task_error)
 
     async def _resume(self) -> None:
-        """Resume the session on new links, with backoff, until it works or cannot."""
+        """Resume the session on a new link, until it works or cannot.
+
+        Attempts overlap: a new one starts every ``_ATTEMPT_SPACING_S`` while earlier ones
+        are still connecting (at most ``_MAX_ATTEMPTS_IN_FLIGHT``), because one that began
+        while the path was dead waits on backed-off ICE and DTLS retransmissions once the
+        path returns, where a fresh one connects in a few round trips. All carry this drop's
+        ``episode`` number and the server resumes on the first whose link opens, refusing
+        the others, so exactly one gets RESUMED.
+        """
         loop = asyncio.get_running_loop()
         # The server notices the drop about dead_after after us at worst, then holds the
         # session for grace_period: past that, trying is pointless.
         deadline = self._lost_at + self.grace_period + self.dead_after
-        delay, factor, cap = _RESUME_BACKOFF_S
-        attempts = 0
+        episode = self._episode
+        attempts: set[asyncio.Task[bool]] = set()
         reason = "server_unreachable"
-        while self.connection_state is ConnectionState.RECONNECTING:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            attempts += 1
-            try:
-                if await self._resume_once(min(remaining, 5.0)):
-                    return
-            except SignalingError as exc:
-                if exc.code in _FINAL_RESUME_REFUSALS:
-                    reason = exc.code
+        number = 0
+        spacing = _ATTEMPT_SPACING_S
+        cancelled = False
+        try:
+            while self.connection_state is ConnectionState.RECONNECTING:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     break
-                logger.info("room %r: resume attempt %d refused: %s", self.name, attempts, exc)
-            except (ConnectError, OSError, TimeoutError) as exc:
-                logger.info("room %r: resume attempt %d failed: %s", self.name, attempts, exc)
-            pause = min(delay * (0.5 + random.random()), max(deadline - loop.time(), 0.0))
-            await asyncio.sleep(pause)
-            delay = min(delay * factor, cap)
-        if self.connection_state is ConnectionState.RECONNECTING:
-            logger.info("room %r: could not resume (%s)", self.name, reason)
-            self._disconnect_reason = reason
-            await self._teardown(cancel_resume=False)
-            self._finish_disconnect()
+                if len(attempts) < _MAX_ATTEMPTS_IN_FLIGHT:
+                    number += 1
+                    attempts.add(
+                        loop.create_task(self._attempt(episode, number, min(remaining, 5.0)))
+                    )
+                done, attempts = await asyncio.wait(
+                    attempts, timeout=min(spacing, remaining), return_when=asyncio.FIRST_COMPLETED
+                )
+                failed_fast = False
+                for task in done:
+                    try:
+                        if task.result():
+                            return
+                    except SignalingError as exc:
+                        if exc.code in _FINAL_RESUME_REFUSALS:
+                            reason = exc.code
+                            return
+                        logger.info("room %r: resume attempt refused: %s", self.name, exc)
+                        failed_fast = True
+                    except (ConnectError, OSError, TimeoutError) as exc:
+                        logger.info("room %r: resume attempt failed: %s", self.name, exc)
+                        failed_fast = True
+                if failed_fast:
+                    # Refused or unreachable at once (the server is down, say): back off.
+                    await asyncio.sleep(spacing * (0.5 + random.random()))
+                    spacing = min(spacing * 2, _MAX_ATTEMPT_SPACING_S)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            for task in attempts:
+                task.cancel()
+            if not cancelled and self.connection_state is ConnectionState.RECONNECTING:
+                logger.info("room %r: could not resume (%s)", self.name, reason)
+                self._disconnect_reason = reason
+                await self._teardown(cancel_resume=False)
+                self._finish_disconnect()
 
-    async def _resume_once(self, timeout: float) -> bool:
+    async def _attempt(self, episode: int, number: int, timeout: float) -> bool:
+        """One resume attempt: True once its link is the room's (see ``_adopt``)."""
         assert self._session is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        resume = {**self._session, "received": self._received.received}
+        resume = {**self._session, "received": self._received.received, "episode": episode}
         link = await connect_peer(
             self._url,
             "",
@@ -1118,22 +1149,47 @@ class Room(EventEmitter):
             room=self._room_name,
             resume=resume,
             impairment=self.impairment,
+            name=f"resume{episode}.{number}",
         )
-        if self.connection_state is not ConnectionState.RECONNECTING:
-            await link.close()
-            return True
-        self._resumed = resumed = loop.create_future()
-        link.on_reliable(self._on_reliable)
+        adopted: asyncio.Future[bool] = loop.create_future()
+
+        def on_message(data: bytes | str) -> None:
+            if adopted.done():
+                if adopted.result():
+                    self._on_reliable(data)  # the session's link now
+                return
+            try:
+                kind, body = decode_message_untrusted(data)
+            except ProtocolError as exc:
+                adopted.set_exception(ConnectError(f"bad first message on resume: {exc}"))
+                return
+            if kind is Kind.RESUMED and self.connection_state is ConnectionState.RECONNECTING:
+                try:
+                    self._adopt(link, int(body.received), started)
+                except ProtocolError as exc:
+                    adopted.set_exception(ConnectError(f"resume refused: {exc}"))
+                    return
+                adopted.set_result(True)
+            elif kind is Kind.ERROR:
+                adopted.set_exception(SignalingError(str(body.message), code=str(body.code)))
+            else:
+                adopted.set_exception(ConnectError(f"{kind.name} before RESUMED"))
+
+        link.on_reliable(on_message)
         try:
             async with asyncio.timeout(timeout):
-                server_received = await resumed
-            replay = self._replay.replay_from(server_received)
+                return await adopted
         except BaseException:
-            link.on_reliable(None)
-            await link.close()
+            if not (adopted.done() and not adopted.cancelled() and adopted.exception() is None):
+                link.on_reliable(None)
+                await link.close()
             raise
-        finally:
-            self._resumed = None
+
+    def _adopt(self, link: PeerLink, server_received: int, started: float) -> None:
+        """RESUMED arrived on ``link``: it becomes the session's link, and what the server
+        did not receive is sent again (the messages after RESUMED follow at once)."""
+        replay = self._replay.replay_from(server_received)  # ProtocolError if impossible
+        loop = asyncio.get_running_loop()
         for message in replay:
             link.send_reliable(message)
         self.link = link
@@ -1159,7 +1215,6 @@ class Room(EventEmitter):
         )
         self._set_state(ConnectionState.CONNECTED)
         self.emit("reconnected")
-        return True
 
     async def _teardown(self, cancel_resume: bool = True) -> None:
         resume_task, self._resume_task = self._resume_task, None

@@ -220,6 +220,8 @@ class ServerParticipant:
         self.reconnecting = False
         #: links this session has had (1 + resumes)
         self.links_used = 1
+        #: the client's drop count of the current link (0: the link it joined on)
+        self.episode = 0
         #: why the session ended ("" while it lives)
         self.end_reason = ""
         self._ending = False
@@ -444,10 +446,16 @@ class ServerParticipant:
             self.end_reason = "session_expired"
             self.server._end_session(self)
 
-    def resume(self, link: PeerLink, client_received: int) -> None:
-        """Attach ``link`` to this session: RESUMED, then what the client did not receive."""
+    def resume(self, link: PeerLink, client_received: int, episode: int) -> None:
+        """Attach ``link`` to this session: RESUMED, then what the client did not receive.
+
+        ``episode`` counts the client's drops: it may try several links for one drop, and
+        only the first to open here is taken; the others are refused as ``superseded``.
+        """
         if self._ending:
             raise SessionRefused("session_expired", "the session ended")
+        if episode <= self.episode:
+            raise SessionRefused("superseded", "another link already resumed this session")
         try:
             replay = self.replay.replay_from(client_received)
         except ProtocolError as exc:
@@ -460,6 +468,7 @@ class ServerParticipant:
             self._grace_timer = None
         self.reconnecting = False
         self.links_used += 1
+        self.episode = episode
         self.link = link
         link.send_reliable(encode_message(Kind.RESUMED, received=self.received.take_ack()))
         for message in replay:
@@ -1002,7 +1011,8 @@ class RoomServer:
         if link.resume_request is not None:
             try:
                 participant = self._session(link.resume_request)
-                participant.resume(link, int(link.resume_request["received"]))
+                request = link.resume_request
+                participant.resume(link, int(request["received"]), int(request["episode"]))
             except SessionRefused as exc:
                 link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
                 await asyncio.sleep(0.05)

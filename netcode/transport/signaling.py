@@ -142,7 +142,10 @@ def _parse_resume_untrusted(resume: object) -> dict[str, Any]:
         raise _BadRequest("bad_request", "resume.secret must be a string of 1 to 128 chars")
     if isinstance(received, bool) or not isinstance(received, int) or not 0 <= received < 2**63:
         raise _BadRequest("bad_request", "resume.received must be an integer in 0..2**63-1")
-    return {"session": session, "secret": secret, "received": received}
+    episode = resume.get("episode", 0)
+    if isinstance(episode, bool) or not isinstance(episode, int) or not 0 <= episode < 2**31:
+        raise _BadRequest("bad_request", "resume.episode must be an integer in 0..2**31-1")
+    return {"session": session, "secret": secret, "received": received, "episode": episode}
 
 
 def _parse_offer_untrusted(body: bytes) -> tuple[str, str, str, dict[str, Any] | None]:

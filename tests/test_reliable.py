@@ -181,11 +181,38 @@ def test_early_copy_rides_the_next_frame_so_one_loss_costs_a_tick() -> None:
     s.to_rx(tick1, TICK + 0.05)
     assert s.rx.received() == [b"m0", b"m1"]
     s.tx.send(b"m2")
-    assert event_ids(s.from_tx(2 * TICK)) == [[1, 2]]  # one early copy each
-    assert s.tx.counters.messages_redundant == 2
+    # no ack yet: m0 rides a second time, m1 a first (up to redundant_copies = 3 each)
+    assert event_ids(s.from_tx(2 * TICK)) == [[0, 1, 2]]
+    assert s.tx.counters.messages_redundant == 3
     assert s.tx.counters.messages_resent == 0
     # Early copies do not move the resend timer: m0 is due 0.25 s after its first send.
     assert s.tx.get_timer() == pytest.approx(0.25)
+
+
+def test_early_copies_stop_at_redundant_copies() -> None:
+    s = Scripted(ReliableConfig(redundant_copies=1))
+    s.tx.send(b"m0")
+    s.from_tx(0.0)
+    s.tx.send(b"m1")
+    assert event_ids(s.from_tx(TICK)) == [[0, 1]]
+    s.tx.send(b"m2")
+    assert event_ids(s.from_tx(2 * TICK)) == [[1, 2]]  # m0 had its one early copy
+
+
+def test_early_copies_ride_a_datagram_that_leaves_anyway() -> None:
+    s = Scripted()
+    s.tx.send(b"m0")
+    s.from_tx(0.0)  # lost
+    assert s.tx.get_timer() == pytest.approx(0.25)  # nothing queued: only the resend timer
+    s.a.send_frame(FrameType.INPUT, b"input")  # a datagram will leave now
+    assert s.tx.get_timer() == pytest.approx(0.015)  # copy_spacing_s after the first send
+    assert event_ids(s.from_tx(TICK)) == [[0]]  # the copy rides the input's datagram
+    assert len(s.from_tx(2 * TICK)) == 0  # nothing queued, nothing due: no datagram
+    for tick in (3, 4, 5):
+        s.a.send_frame(FrameType.INPUT, b"input")
+        s.from_tx(tick * TICK)
+    assert s.tx.counters.messages_redundant == 3  # redundant_copies, then only the timer
+    assert s.tx.counters.messages_resent == 0
 
 
 def test_no_early_copies_when_disabled_or_when_no_frame_goes_out() -> None:

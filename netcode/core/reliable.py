@@ -31,13 +31,17 @@ endpoint's LOST verdict comes only after its loss timeout (about 1.5 RTT) or 33 
 so it is a backstop that makes the message due at once, never the main trigger.
 
 Early copies. Waiting for the timeout costs a lost message about RTT + ack delay + a tick
-before its resend even leaves, and every message behind it waits too. So when a flush sends
-a frame anyway and what is due fits in one frame, the spare room carries an early copy of
-unacknowledged messages not yet due (oldest first, at most ``redundant_copies`` per
-transmission). A single lost datagram then costs one tick instead of a round trip, for a
-few extra bytes in datagrams that leave regardless; no datagram is sent just for a copy.
-An early copy does not move the resend timer or the LOST trigger of the transmission it
-copies, so a loss of both still resends on time.
+before its resend even leaves, and every message behind it waits too. So, as Quake 3 does
+with its reliable commands, unacknowledged messages ride again in the datagrams that leave
+anyway: when a flush sends an EVENT frame, its spare room carries early copies; and when
+nothing is due but the endpoint has frames queued (a snapshot, an input: a datagram leaves
+now), the channel adds an EVENT frame of early copies that fits the spare room of that
+datagram. Oldest first, at most ``redundant_copies`` per transmission, at least
+``copy_spacing_s`` apart (so that one burst of loss does not take every copy). A lost
+datagram then costs one tick instead of a round trip, for a few bytes in datagrams that
+leave regardless; no datagram is sent just for a copy. An early copy does not move the
+resend timer or the LOST trigger of the transmission it copies, so a loss of every copy
+still resends on time.
 
 Window. The receiver buffers at most ``window`` ids past the next one it expects and drops
 anything further ahead as forged. Because a dropped message in an acknowledged datagram
@@ -81,6 +85,8 @@ from netcode.core.seq import seq_add, seq_diff
 from netcode.errors import ProtocolError, SendQueueFull
 from netcode.wire import (
     EVENT_FRAME_HEADER_BYTES,
+    HEADER_BYTES,
+    MAX_DATAGRAM_BYTES,
     MAX_EVENT_ID_SPAN,
     MAX_FRAME_PAYLOAD_BYTES,
     FrameType,
@@ -130,8 +136,10 @@ class ReliableConfig:
     min_resend_s: float = 0.030
     max_resend_s: float = 1.0
     #: Early copies of a message (before its resend timeout) that may ride in the spare room
-    #: of frames sent anyway, so that one lost datagram costs a tick, not a round trip.
-    redundant_copies: int = 1
+    #: of datagrams sent anyway, so that one lost datagram costs a tick, not a round trip.
+    redundant_copies: int = 3
+    #: Least time between two transmissions (first, copy) of one message.
+    copy_spacing_s: float = 0.015
     #: Id of the first message each side sends (tests use it to cross the wrap).
     initial_id: int = 0
 
@@ -199,14 +207,32 @@ class ReliableStats:
 
 #: Upper bound of an entry's bytes beyond its data (skip and length varints).
 _MAX_ENTRY_OVERHEAD = 4
+#: An EVENT frame of early copies is added to a departing datagram only with more room
+#: than this (frame header, base id and one short message).
+_MIN_COPY_FRAME_BYTES = 16
+_DATAGRAM_ROOM = MAX_DATAGRAM_BYTES - HEADER_BYTES
+#: Bytes of a frame's type and length, at most.
+_FRAME_OVERHEAD = 3
+
+
+def _spare_datagram_room(queued_bytes: int) -> int:
+    """Room left in the last datagram that ``queued_bytes`` of frames fill (0: none leaves).
+
+    An estimate (the endpoint packs first fit): the frame bytes past the last full datagram.
+    """
+    if queued_bytes <= 0:
+        return 0
+    used = queued_bytes % _DATAGRAM_ROOM
+    return _DATAGRAM_ROOM - used if used else 0
 
 
 class _Outgoing:
-    __slots__ = ("copies", "data", "due", "frame", "last_sent")
+    __slots__ = ("copies", "data", "due", "frame", "last_copy", "last_sent")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.last_sent: float | None = None
+        self.last_copy = 0.0  # when it last left, as a transmission or an early copy
         self.frame = -1  # token of the frame that carried it last
         self.due = False  # that frame was reported LOST: resend at the next flush
         self.copies = 0  # early copies sent since last_sent
@@ -293,7 +319,8 @@ class ReliableChannel:
 
         Call it every tick (and after ``send`` if the message should leave before the next
         tick). Messages go oldest id first; at most ``max_frames_per_flush`` frames. When
-        everything due fits one frame, its spare room carries early copies (see
+        everything due fits one frame, its spare room carries early copies; with nothing
+        due, early copies go only if the endpoint has frames queued (see
         ``ReliableConfig.redundant_copies``).
         """
         self._last_flush_at = now
@@ -303,6 +330,7 @@ class ReliableChannel:
             return 0
         config = self.config
         timeout = self.resend_timeout
+        spacing = config.copy_spacing_s
         window = config.window
         base = self._window_base()
         room_per_frame = config.max_frame_bytes - EVENT_FRAME_HEADER_BYTES
@@ -315,12 +343,18 @@ class ReliableChannel:
             if out.last_sent is None or out.due or now >= out.last_sent + timeout:
                 selected.append((message_id, out))
                 due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
-            elif out.copies < config.redundant_copies and out.last_sent < now:
+            elif out.copies < config.redundant_copies and now >= out.last_copy + spacing:
                 candidates.append((message_id, out))
         if not selected:
-            return 0  # early copies only ride frames that go out anyway
-        if candidates and due_bytes <= room_per_frame:
+            # Early copies only ride datagrams that leave anyway: the frames queued in the
+            # endpoint, in the room their last datagram has left.
+            room = _spare_datagram_room(self.endpoint.send_queue_bytes)
+            if not candidates or room <= _MIN_COPY_FRAME_BYTES:
+                return 0
+            spare = min(room - _FRAME_OVERHEAD - EVENT_FRAME_HEADER_BYTES, room_per_frame)
+        else:
             spare = room_per_frame - due_bytes
+        if candidates and spare > 0:
             early = []
             for message_id, out in candidates:  # oldest first: the receiver waits on those
                 cost = _MAX_ENTRY_OVERHEAD + len(out.data)
@@ -363,15 +397,23 @@ class ReliableChannel:
             return self._last_flush_at
         if not self._outgoing:
             return None
+        config = self.config
         timeout = self.resend_timeout
         base = self._window_base()
+        # Early copies are worth a flush only while a datagram is about to leave.
+        copies = (
+            config.redundant_copies > 0
+            and _spare_datagram_room(self.endpoint.send_queue_bytes) > _MIN_COPY_FRAME_BYTES
+        )
         earliest: float | None = None
         for message_id, out in self._outgoing.items():
-            if seq_diff(message_id, base) >= self.config.window:
+            if seq_diff(message_id, base) >= config.window:
                 break
             if out.last_sent is None or out.due:
                 return self._last_flush_at
             deadline = out.last_sent + timeout
+            if copies and out.copies < config.redundant_copies:
+                deadline = min(deadline, out.last_copy + config.copy_spacing_s)
             if earliest is None or deadline < earliest:
                 earliest = deadline
         return earliest
@@ -497,10 +539,11 @@ class ReliableChannel:
                 # transmission it copies.
                 counters.messages_redundant += 1
                 out.copies += 1
+                out.last_copy = now
                 continue
             else:
                 counters.messages_resent += 1
-            out.last_sent = now
+            out.last_sent = out.last_copy = now
             out.frame = token
             out.due = False
             out.copies = 0

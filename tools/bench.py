@@ -15,8 +15,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("netcode_tools.bench_codec", "datagram header and frame encode/decode speed"),
     "link": ("netcode_tools.bench_link", "delivery reports and loss estimate on an impaired link"),
     "transport": ("netcode_tools.bench_transport", "WebRTC connect time and one-way latency"),
-    "events": ("netcode_tools.bench_events", "reliable events under loss, beside SCTP reliable"),
+    "events": (
+        "netcode_tools.bench_events",
+        "game events client -> server -> client under loss, beside SCTP reliable",
+    ),
     "replication": ("netcode_tools.bench_replication", "snapshot size and speed on seeded scenes"),
+    "resume": ("netcode_tools.bench_resume", "join and resume times on an impaired path"),
 }
 
 

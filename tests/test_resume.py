@@ -294,3 +294,29 @@ async def test_the_replica_catches_up_within_a_second_of_the_path_returning() ->
     finally:
         await host.stop()
         await server.stop()
+
+
+@pytest.mark.slow
+async def test_defaults_a_5s_blackout_resumes_and_a_30s_one_ends_the_session() -> None:
+    """The defaults: dead_after 3 s, grace 20 s (run with: pytest -m slow)."""
+    server = RoomServer(KEY, SECRET)
+    await server.start("127.0.0.1", 0)
+    try:
+        alice, bob, path = await pair(server)
+        sending = asyncio.ensure_future(send_stream(alice, 150, "a"))
+        await asyncio.sleep(0.5)
+        path.blackout(5.0)
+        started = time.monotonic()
+        await eventually(lambda: "reconnecting" in alice.seen, timeout=5)
+        assert time.monotonic() - started <= 3.0 + 1.0
+        await eventually(lambda: "reconnected" in alice.seen, timeout=10)
+        await sending
+        await eventually(lambda: len(bob.data) >= 150 and len(bob.events) >= 150, timeout=10)
+        assert bob.data == [f"a{n}" for n in range(150)]
+        assert bob.events == list(range(150))
+        path.blackout(30.0)
+        await eventually(lambda: "participant_disconnected" in bob.seen, timeout=26)
+        await eventually(lambda: alice.seen[-1].startswith("disconnected:"), timeout=10)
+        assert alice.seen[-1] in ("disconnected:server_unreachable", "disconnected:session_expired")
+    finally:
+        await server.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ from demo_game.embedded import EmbeddedArena
 from demo_game.input import InputHandler
 from demo_game.render import DEFAULT_SIZE, Renderer
 from netcode.auth import TokenError
+from netcode.transport.impair import Impairment
 from netcode.transport.webrtc import ConnectError
 
 __all__ = ["main"]
@@ -61,7 +63,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--trace", metavar="FILE", help="record the embedded server's trace (see netcode-trace)"
     )
+    parser.add_argument(
+        "--impair",
+        metavar="SPEC",
+        help="impair every UDP datagram of your connection, both ways, under WebRTC "
+        "(e.g. latency=50,loss=5%%,seed=1; keys: latency jitter loss dup reorder bw seed "
+        "blackout)",
+    )
     args = parser.parse_args(argv)
+    args.impairment = None
+    if args.impair is not None:
+        try:
+            args.impairment = Impairment.from_spec(args.impair)
+        except ValueError as exc:
+            parser.error(f"--impair: {exc}")
     if not 0 <= args.bots <= 32:
         parser.error("--bots must be between 0 and 32")
     if args.duration is not None and args.duration <= 0:
@@ -144,6 +159,11 @@ async def _play(
     client: ArenaClient = (
         BotClient(seed=args.seed, chatty=False) if args.headless else ArenaClient()
     )
+    if args.impairment is not None:
+        # the local player's peer connection, both ways, at the UDP datagrams
+        client.room.connect = functools.partial(  # type: ignore[method-assign]
+            client.room.connect, impairment=args.impairment
+        )
     try:
         await client.connect(url, token)
     except TokenError as exc:

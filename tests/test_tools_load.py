@@ -38,3 +38,26 @@ def test_load_json_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> N
 def test_url_mode_requires_keys() -> None:
     with pytest.raises(SystemExit):
         main(["--url", "http://127.0.0.1:1", "--json"])
+
+
+@pytest.mark.parametrize("spec", ["loss=2", "latency=fast", "colour=red"])
+def test_bad_impair_spec_is_a_usage_error(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--impair", spec, "--json"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--impair" in err and "Traceback" not in err
+
+
+def test_load_under_impairment_reports_it(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "latency=20,loss=5%"
+    assert (
+        main(
+            ["--clients", "2", "--duration", "2", "--impair", spec, "--impair-seed", "4", "--json"]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["impairment"] == "latency=20,loss=0.05,seed=4"
+    assert result["clients_connected_at_end"] == 2
+    assert result["events_received"] >= 2 and result["event_p50_ms"] >= 40  # two 20 ms hops

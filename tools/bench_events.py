@@ -1,7 +1,11 @@
 """``netcode-bench events``: reliable game events under loss, beside SCTP's reliable channel.
 
-One seeded scenario, run twice in simulated time over the same kind of link (one-way delay
-``rtt/2``, +-``jitter`` uniform, independent loss per packet in both directions):
+By default it measures the relay path on the real stack (client -> server -> client over
+aiortc on 127.0.0.1 with every UDP datagram impaired; :mod:`netcode_tools.bench_relay`).
+``--simulated`` runs the older, cheaper model of one hop described below.
+
+Simulated: one seeded scenario, run twice in simulated time over the same kind of link
+(one-way delay ``rtt/2``, +-``jitter`` uniform, independent loss per packet both ways):
 
 netcode
     A :class:`~netcode.core.ReliableChannel` on an :class:`~netcode.core.Endpoint`, as
@@ -52,15 +56,44 @@ _EVENT_HEAD = struct.Struct("!I")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=10_000, help="events to send")
-    parser.add_argument("--loss", type=float, default=0.05, help="packet loss each way, 0..1")
-    parser.add_argument("--rtt-ms", type=float, default=100.0, help="round-trip time")
-    parser.add_argument("--jitter-ms", type=float, default=10.0, help="one-way jitter, +-")
-    parser.add_argument("--rate-hz", type=float, default=30.0, help="sender tick rate")
-    parser.add_argument("--per-tick", type=int, default=3, help="events sent per tick")
-    parser.add_argument("--event-bytes", type=int, default=32, help="bytes per event")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the simulated links")
     parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="the one-hop model in simulated time instead of the real relay",
+    )
+    parser.add_argument("--loss", type=float, default=0.05, help="packet loss each way, 0..1")
+    parser.add_argument(
+        "--rtt-ms", type=float, default=100.0, help="round-trip time (real: 2 x one-way latency)"
+    )
+    parser.add_argument(
+        "--jitter-ms", type=float, default=None, help="one-way jitter, +- (10 simulated, 0 real)"
+    )
+    parser.add_argument("--rate-hz", type=float, default=30.0, help="tick rate (30)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the impairment")
+    real = parser.add_argument_group("the real relay (default)")
+    real.add_argument("--impair", metavar="SPEC", help="impairment spec, replaces the above")
+    real.add_argument("--clients", type=int, default=8, help="bot clients (8)")
+    real.add_argument("--duration", type=float, default=20.0, help="seconds of probes (20)")
+    real.add_argument(
+        "--event-interval", type=float, default=0.5, help="s between one bot's probes (0.5)"
+    )
+    real.add_argument("--entities", type=int, default=64, help="replicated movers (64)")
+    real.add_argument(
+        "--redundancy",
+        type=int,
+        default=None,
+        help="early copies per event transmission (ReliableConfig.redundant_copies)",
+    )
+    real.add_argument(
+        "--relay-at-once",
+        action="store_true",
+        help="the server relays each event at once, not with the host's next tick",
+    )
+    sim = parser.add_argument_group("--simulated")
+    sim.add_argument("--events", type=int, default=10_000, help="events to send")
+    sim.add_argument("--per-tick", type=int, default=3, help="events sent per tick")
+    sim.add_argument("--event-bytes", type=int, default=32, help="bytes per event")
+    sim.add_argument(
         "--sctp-rfc-backoff",
         action="store_true",
         help="double the SCTP RTO on repeated timeouts (RFC 4960; aiortc does not)",
@@ -466,11 +499,13 @@ def measure(scenario: Scenario) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.simulated:
+        return run_real(args)
     scenario = Scenario(
         events=args.events,
         loss=args.loss,
         rtt_ms=args.rtt_ms,
-        jitter_ms=args.jitter_ms,
+        jitter_ms=10.0 if args.jitter_ms is None else args.jitter_ms,
         rate_hz=args.rate_hz,
         per_tick=args.per_tick,
         event_bytes=args.event_bytes,
@@ -519,4 +554,103 @@ def run(args: argparse.Namespace) -> int:
             *(f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms")),
         )
     Console(width=max(Console().width, 120)).print(table)
+    return 0
+
+
+def real_scenario(args: argparse.Namespace) -> Any:
+    """The :class:`~netcode_tools.bench_relay.RelayScenario` the arguments describe.
+
+    Raises ValueError with a usage message for a bad ``--impair`` spec or argument.
+    """
+    from netcode.transport.impair import Impairment
+
+    from .bench_relay import RelayScenario
+
+    if args.impair is not None:
+        impairment = Impairment.from_spec(args.impair)
+    else:
+        impairment = Impairment(
+            latency_ms=args.rtt_ms / 2,
+            jitter_ms=args.jitter_ms or 0.0,
+            loss=args.loss,
+            seed=args.seed,
+        )
+    if args.clients < 2:
+        raise ValueError("--clients must be at least 2 (events go from one client to others)")
+    if not (args.duration > 0 and args.event_interval > 0 and args.rate_hz > 0):
+        raise ValueError("--duration, --event-interval and --rate-hz must be positive")
+    if args.redundancy is not None and args.redundancy < 0:
+        raise ValueError("--redundancy must be 0 or more")
+    return RelayScenario(
+        clients=args.clients,
+        duration_s=args.duration,
+        tick_rate=args.rate_hz,
+        entities=args.entities,
+        event_interval_s=args.event_interval,
+        impairment=impairment,
+        redundancy=args.redundancy,
+        relay_at_once=args.relay_at_once,
+    )
+
+
+def run_real(args: argparse.Namespace) -> int:
+    """``netcode-bench events`` on the real stack: see :mod:`netcode_tools.bench_relay`."""
+    import sys
+
+    from .bench_relay import run_relay
+
+    try:
+        scenario = real_scenario(args)
+    except ValueError as exc:
+        print(f"netcode-bench events: error: {exc}", file=sys.stderr)
+        return 2
+    result = run_relay(scenario, as_json=args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    s = scenario
+    table = Table(
+        title=(
+            f"client -> server -> client, {s.clients} clients, {s.tick_rate:g} Hz, "
+            f"{s.impairment} (each way), probes every {s.event_interval_s:g} s per client"
+        )
+    )
+    table.add_column("channel")
+    for column in (
+        "delivered",
+        "lost",
+        "dup",
+        "out of order",
+        "copies / event",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+    ):
+        table.add_column(column, justify="right")
+    for name, r in (
+        ("netcode events (lossy channel)", result["events"]),
+        ("SCTP reliable channel", result["reliable"]),
+    ):
+        table.add_row(
+            name,
+            f"{r['delivered']}/{r['expected']}",
+            str(r["lost"]),
+            str(r["duplicates"]),
+            str(r["out_of_order"]),
+            str(r.get("copies_per_event", "-")),
+            *(f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms")),
+        )
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    sctp = result["server_sctp"]
+    console.print(
+        f"RTT (endpoint estimate) {result['rtt_ms_median']} ms; wire "
+        f"{result['wire_kbps_per_client']} kbps per client (UDP payload both ways); server "
+        f"SCTP cwnd p1/p50 {sctp['cwnd_bytes_p1']}/{sctp['cwnd_bytes_p50']} B, flight p99 "
+        f"{sctp['flight_bytes_p99']} B, data-channel backlog p99 "
+        f"{sctp['channel_backlog_bytes_p99']} B"
+    )
     return 0

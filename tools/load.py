@@ -6,6 +6,7 @@
     netcode-load --clients 32 --duration 20 --json     # one JSON object
     netcode-load --find-max                            # raise clients until ticks slip
     netcode-load --url http://host:7880 --api-key K --api-secret S --clients 8
+    netcode-load --impair latency=50,loss=5%,seed=1   # every bot's UDP path, both ways
 
 The embedded server (``netcode_tools.load_server``) runs in its own process with a
 GameHost replicating ``--entities`` moving entities (64 by default) plus one player per
@@ -44,6 +45,7 @@ from netcode.rooms.events import Chat
 from netcode.rooms.host import decode_hello_untrusted, piggyback_acks
 from netcode.rooms.protocol import ExtensionChannel, decode_lossy_down_untrusted
 from netcode.rooms.replica import Replica
+from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.wire import FrameType
 
 from .load_server import KEY as LOAD_KEY
@@ -152,18 +154,34 @@ def _token(key: str, secret: str, room: str, identity: str) -> str:
 
 
 async def connect_bots(
-    clients: int, url: str, key: str, secret: str, room_name: str, full_every: int = 4
+    clients: int,
+    url: str,
+    key: str,
+    secret: str,
+    room_name: str,
+    full_every: int = 4,
+    impairment: Impairment | None = None,
 ) -> tuple[list[Bot], float]:
     """Connect ``clients`` bots (in small batches: each DTLS handshake costs CPU).
 
     Every ``full_every``-th bot decodes its snapshots fully (see :class:`Bot`).
+    ``impairment`` impairs each bot's own connection, both ways (each its own random path).
     """
     bots = [Bot(i, LOAD_REGISTRY, full=i % full_every == 0) for i in range(clients)]
     started = time.perf_counter()
     for first in range(0, clients, 4):
         batch = bots[first : first + 4]
         await asyncio.gather(
-            *(b.room.connect(url, _token(key, secret, room_name, f"bot{b.index}")) for b in batch)
+            *(
+                b.room.connect(
+                    url,
+                    _token(key, secret, room_name, f"bot{b.index}"),
+                    impairment=None
+                    if impairment is None
+                    else ImpairedPath(impairment, salt=f"bot{b.index}"),
+                )
+                for b in batch
+            )
         )
     return bots, time.perf_counter() - started
 
@@ -230,17 +248,20 @@ def _round(value: float | None) -> float | None:
 class EmbeddedServer:
     """``netcode_tools.load_server`` in a child process."""
 
-    def __init__(self, entities: int, tick_rate: float) -> None:
+    def __init__(self, entities: int, tick_rate: float, impair: str = "") -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "netcode_tools.load_server",
+            "--entities",
+            str(entities),
+            "--tick-rate",
+            str(tick_rate),
+        ]
+        if impair:
+            command += ["--impair", impair]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "netcode_tools.load_server",
-                "--entities",
-                str(entities),
-                "--tick-rate",
-                str(tick_rate),
-            ],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -283,7 +304,9 @@ class EmbeddedServer:
 
 async def measure(args: argparse.Namespace, clients: int, progress: Any = None) -> dict[str, Any]:
     """One run: an embedded server (unless --url) and ``clients`` bots."""
-    server = None if args.url else EmbeddedServer(args.entities, args.tick_rate)
+    impairment: Impairment | None = getattr(args, "impairment", None)
+    spec = str(impairment) if impairment is not None else ""
+    server = None if args.url else EmbeddedServer(args.entities, args.tick_rate, spec)
     bots: list[Bot] = []
     try:
         if server is not None:
@@ -291,7 +314,14 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
         else:
             url, key, secret = args.url, args.api_key, args.api_secret
         bots, connect_s = await connect_bots(
-            clients, url, key, secret, args.room, full_every=args.full_every
+            clients,
+            url,
+            key,
+            secret,
+            args.room,
+            full_every=args.full_every,
+            # against a server of our own, the server impairs; else each bot its own path
+            impairment=impairment if server is None else None,
         )
         await asyncio.sleep(0.5)  # let every client receive its first snapshots
         if server is not None:
@@ -307,6 +337,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             "clients": clients,
             "tick_rate_hz": args.tick_rate,
             "entities": args.entities + clients,
+            "impairment": spec or None,
             "connect_s": round(connect_s, 2),
             "tick_p50_ms": None,
             "tick_p99_ms": None,
@@ -377,8 +408,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room", default="load", help="room to join (load)")
     parser.add_argument("--find-max", action="store_true", help="raise clients until ticks slip")
     parser.add_argument("--max-clients", type=int, default=128, help="--find-max stops here")
+    parser.add_argument(
+        "--impair",
+        metavar="SPEC",
+        help="impair every bot's connection at the server, both ways, at the UDP datagrams "
+        "(loss=5%% is 5%% each way), e.g. latency=50,loss=5%%,seed=1; with --url, at each bot",
+    )
+    parser.add_argument(
+        "--impair-seed", type=int, default=None, help="seed of the impairment (overrides SPEC's)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    args.impairment = None
+    if args.impair is not None or args.impair_seed is not None:
+        try:
+            impairment = Impairment.from_spec(args.impair or "")
+        except ValueError as exc:
+            parser.error(f"--impair: {exc}")
+        if args.impair_seed is not None:
+            impairment = impairment.replace(seed=args.impair_seed)
+        args.impairment = impairment
     if args.url and not (args.api_key and args.api_secret):
         parser.error("--url needs --api-key and --api-secret (or NETCODE_API_KEY/SECRET)")
     if args.clients < 1 or args.duration <= 0:

@@ -10,7 +10,9 @@ It prints ``URL <url>`` once listening and, when it receives SIGTERM or SIGINT (
 
 The world holds ``--entities`` wanderers that move every tick (the replicated load) and one
 player per connected client, moved by that client's inputs (two signed bytes: dx, dy).
-Every game event a client sends is relayed to the others by the room server.
+Every game event a client sends is relayed to the others by the room server. ``--impair
+SPEC`` impairs every client's peer connection at the server, both ways (every UDP datagram:
+see :mod:`netcode.transport.impair`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
 from netcode.rooms import RoomServer, ServerParticipant
 from netcode.rooms.host import GameHost
+from netcode.transport.impair import Impairment
 
 __all__ = ["LOAD_REGISTRY", "Mover", "Player", "main"]
 
@@ -105,7 +108,8 @@ class LoadGame:
 
 
 async def serve(args: argparse.Namespace) -> dict[str, object]:
-    server = RoomServer(KEY, SECRET, max_participants=1000)
+    impairment = Impairment.from_spec(args.impair) if args.impair else None
+    server = RoomServer(KEY, SECRET, max_participants=1000, impairment=impairment)
     await server.start(args.host, args.port)
     host = GameHost(tick_rate=args.tick_rate, registry=LOAD_REGISTRY)
     LoadGame(host, args.entities)
@@ -151,7 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entities", type=int, default=64)
     parser.add_argument("--tick-rate", type=float, default=30.0)
     parser.add_argument("--duration", type=float, default=3600.0)
+    parser.add_argument(
+        "--impair", metavar="SPEC", help="impair every client's UDP datagrams, both ways"
+    )
     args = parser.parse_args(argv)
+    if args.impair:
+        try:
+            Impairment.from_spec(args.impair)
+        except ValueError as exc:
+            parser.error(f"--impair: {exc}")
     stats = asyncio.run(serve(args))
     print("STATS " + json.dumps(stats), flush=True)
     return 0

@@ -39,9 +39,10 @@ now), the channel adds an EVENT frame of early copies that fits the spare room o
 datagram. Oldest first, at most ``redundant_copies`` per transmission, at least
 ``copy_spacing_s`` apart (so that one burst of loss does not take every copy). A lost
 datagram then costs one tick instead of a round trip, for a few bytes in datagrams that
-leave regardless; no datagram is sent just for a copy. An early copy does not move the
-resend timer or the LOST trigger of the transmission it copies, so a loss of every copy
-still resends on time.
+leave regardless; no datagram is sent just for a copy. The resend timer runs from the
+latest copy (an acknowledgement of a copy cannot come sooner, and resending while it is on
+its way would only start another round of copies); the LOST trigger stays with the
+transmission, so a loss of every copy still resends about a round trip after the last.
 
 Window. The receiver buffers at most ``window`` ids past the next one it expects and drops
 anything further ahead as forged. Because a dropped message in an acknowledged datagram
@@ -340,7 +341,7 @@ class ReliableChannel:
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= window:
                 break  # the receiver might not have room for it yet
-            if out.last_sent is None or out.due or now >= out.last_sent + timeout:
+            if out.last_sent is None or out.due or now >= out.last_copy + timeout:
                 selected.append((message_id, out))
                 due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
             elif out.copies < config.redundant_copies and now >= out.last_copy + spacing:
@@ -411,7 +412,7 @@ class ReliableChannel:
                 break
             if out.last_sent is None or out.due:
                 return self._last_flush_at
-            deadline = out.last_sent + timeout
+            deadline = out.last_copy + timeout
             if copies and out.copies < config.redundant_copies:
                 deadline = min(deadline, out.last_copy + config.copy_spacing_s)
             if earliest is None or deadline < earliest:
@@ -534,9 +535,9 @@ class ReliableChannel:
         for _, out in batch:
             if out.last_sent is None:
                 counters.messages_sent += 1
-            elif not out.due and now < out.last_sent + timeout:
-                # An early copy: the resend timer and the LOST trigger stay with the
-                # transmission it copies.
+            elif not out.due and now < out.last_copy + timeout:
+                # An early copy: the LOST trigger stays with the transmission it copies;
+                # the resend timer runs from the latest copy.
                 counters.messages_redundant += 1
                 out.copies += 1
                 out.last_copy = now

@@ -57,6 +57,7 @@ class Participant:
         self.identity = "ann"
         self.connection = SimpleNamespace(endpoint=endpoint)
         self.left = asyncio.Event()
+        self.reconnecting = False
         self.topics_out = OutgoingTopics()
         self.subscribed = True
         self.hellos: list[bytes] = []

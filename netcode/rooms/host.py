@@ -26,11 +26,19 @@ client's decoder can tell apart. Encoders live as long as the participant object
 subscription: a session that resumes on a new link keeps them, and the receipts that come
 back over the new link carry replication on from where the client is.
 
-Inputs arrive as INPUT frames, are deduplicated per participant and handed to
-``on_input(participant, tick, data)`` once each, in order. By default the host counts an
-input applied when ``on_input`` returns; a game that buffers inputs (to apply at most one
-per player per tick, against speed hacks) sets ``auto_ack_inputs=False`` and calls
-``input_applied`` itself. A SNAPSHOT frame's payload is
+Inputs arrive as INPUT frames, are deduplicated per participant and queued (at most
+``input_queue`` per participant; the oldest go first when a client sends faster). At the
+start of each tick the host hands each participant's queued inputs to ``on_input(participant,
+tick, data)`` once each, in order, but no more than the tick rate allows: a participant earns
+one input per tick, banked up to ``max_inputs_per_tick`` (2 by default, so an input delayed
+by jitter is caught up the next tick), so sending inputs faster never moves a player faster.
+By default the host counts an input applied when ``on_input`` returns; a game that buffers
+inputs itself sets ``auto_ack_inputs=False`` and calls ``input_applied``.
+
+One participant's failure inside a tick (its queue full, a snapshot it cannot take, an
+exception from the game's hooks for it) costs that participant only: it is counted, logged,
+and after ``max_client_failures`` in a row the participant is disconnected; the tick and
+every other participant go on. A SNAPSHOT frame's payload is
 ``pid: u16 (0), topic_id: u16, flags: u8, [topic name], part`` (the lossy DATA layout of
 the rooms protocol, so the topic's name crosses the wire once); the part is described in
 docs/REPLICATION.md.
@@ -53,7 +61,7 @@ from typing import Any
 import attrs
 
 from netcode.core import Delivery, Endpoint
-from netcode.errors import ProtocolError
+from netcode.errors import ProtocolError, SendQueueFull
 from netcode.replication import (
     ClientView,
     Receipt,
@@ -130,6 +138,14 @@ class HostedClient:
         self.topic_ids: dict[int, str] = {}
         self.receipts = 0  #: RECEIPT frames received
         self.inputs = InputReceiver()
+        #: inputs received and not yet handed to the game, oldest first
+        self.input_queue: deque[tuple[int, bytes]] = deque()
+        #: inputs the participant may still have applied (one more each tick, capped)
+        self.input_credit = 1.0
+        #: inputs dropped because the participant sent faster than they are applied
+        self.inputs_dropped = 0
+        #: ticks in a row in which serving this participant failed
+        self.failures = 0
         self.snapshot_bytes = 0  #: bytes of SNAPSHOT frames sent to this client
         self.parts_sent = 0
         self.parts_lost = 0
@@ -150,9 +166,24 @@ class GameHost(RoomHost):
         budget_bytes_per_tick: int | None = None,
         view_factory: Callable[[ServerParticipant], ClientView] | None = None,
         auto_ack_inputs: bool = True,
+        max_inputs_per_tick: int = 2,
+        input_queue: int = 8,
+        max_client_failures: int = 3,
     ) -> None:
         if not 0 < tick_rate <= 240:
             raise ValueError(f"tick_rate must be within (0, 240], got {tick_rate}")
+        if not 1 <= max_inputs_per_tick <= 16:
+            raise ValueError(f"max_inputs_per_tick must be in 1..16, got {max_inputs_per_tick}")
+        if not max_inputs_per_tick <= input_queue <= 255:
+            raise ValueError(f"input_queue must be in max_inputs_per_tick..255, got {input_queue}")
+        #: inputs a participant may have applied in one tick (one per tick on average)
+        self.max_inputs_per_tick = max_inputs_per_tick
+        #: inputs queued per participant before the oldest are dropped
+        self.input_queue = input_queue
+        #: failed ticks in a row after which a participant is disconnected
+        self.max_client_failures = max_client_failures
+        #: per-participant failures inside ticks (each cost only that participant)
+        self.client_failures = 0
         self.tick_rate = tick_rate
         self.environment_every = environment_every
         self.registry = registry
@@ -234,10 +265,12 @@ class GameHost(RoomHost):
         if client is None:
             return
         if frame_type == FrameType.INPUT:
+            queue = client.input_queue
             for tick, payload in client.inputs.receive(data):
-                self.on_input(participant, tick, payload)
-                if self.auto_ack_inputs:
-                    client.inputs.last_applied = tick
+                if len(queue) >= self.input_queue:
+                    queue.popleft()
+                    client.inputs_dropped += 1
+                queue.append((tick, payload))
         elif frame_type == FrameType.RECEIPT:
             topic_id, receipt = decode_receipt_frame_untrusted(data)
             client.receipts += 1
@@ -299,27 +332,24 @@ class GameHost(RoomHost):
         """Run one tick at loop time ``now``: the game's update, then snapshots."""
         started, cpu_started = time.perf_counter(), time.process_time()
         tick = self.tick
-        self.on_tick(tick, self.interval)
         expires = now + 2 * self.interval
         streams: list[tuple[str, World]] = [("position", self.world)]
         if tick % self.environment_every == 0:
             streams.append(("environment", self.environment))
+        failed: set[int] = set()
+        for client in list(self.clients.values()):
+            if not client.participant.left.is_set() and not self._guarded(
+                client, self._apply_inputs, client
+            ):
+                failed.add(client.participant.pid)
+        self.on_tick(tick, self.interval)
         for client in list(self.clients.values()):
             participant = client.participant
-            if participant.left.is_set():
-                continue
-            # The INPUT_ACK goes first, so it is known when the client sees the snapshot.
-            participant.send_frame(
-                FrameType.INPUT_ACK,
-                encode_input_ack(tick, client.inputs.last_applied),
-                supersede_key="input_ack",
-                expires_at=expires,
-            )
-            for topic, world in streams:
-                if participant.subscribes_to(topic):
-                    self._send_snapshot(client, topic, world, tick, expires)
-                else:
-                    client.encoders.pop(topic, None)
+            if participant.left.is_set() or participant.reconnecting:
+                continue  # a reconnecting client's encoders wait for its receipts
+            ok = self._guarded(client, self._send_tick, client, tick, streams, expires)
+            if ok and participant.pid not in failed:
+                client.failures = 0
         self.ticks_run += 1
         duration_ms = (time.perf_counter() - started) * 1e3
         cpu_ms = (time.process_time() - cpu_started) * 1e3
@@ -329,6 +359,55 @@ class GameHost(RoomHost):
         if trace is not None:
             fields = {"tick": tick, "duration_ms": duration_ms, "cpu_ms": cpu_ms}
             trace.record("tick", now, {**fields, "budget_ms": 1000 * self.interval})
+
+    def _apply_inputs(self, client: HostedClient) -> None:
+        client.input_credit = min(float(self.max_inputs_per_tick), client.input_credit + 1.0)
+        queue = client.input_queue
+        while queue and client.input_credit >= 1.0:
+            tick, payload = queue.popleft()
+            client.input_credit -= 1.0
+            self.on_input(client.participant, tick, payload)
+            if self.auto_ack_inputs:
+                client.inputs.last_applied = tick
+
+    def _send_tick(
+        self, client: HostedClient, tick: int, streams: list[tuple[str, World]], expires: float
+    ) -> None:
+        participant = client.participant
+        # The INPUT_ACK goes first, so it is known when the client sees the snapshot.
+        participant.send_frame(
+            FrameType.INPUT_ACK,
+            encode_input_ack(tick, client.inputs.last_applied),
+            supersede_key="input_ack",
+            expires_at=expires,
+        )
+        for topic, world in streams:
+            if participant.subscribes_to(topic):
+                self._send_snapshot(client, topic, world, tick, expires)
+            else:
+                client.encoders.pop(topic, None)
+
+    def _guarded(self, client: HostedClient, work: Callable[..., None], *args: Any) -> bool:
+        """Run one participant's share of the tick; a failure costs that participant only."""
+        try:
+            work(*args)
+        except Exception as exc:
+            participant = client.participant
+            client.failures += 1
+            self.client_failures += 1
+            logger.warning(
+                "tick %d: serving %s failed (%d in a row): %s",
+                self.tick,
+                participant.identity,
+                client.failures,
+                exc,
+                exc_info=not isinstance(exc, SendQueueFull),
+            )
+            if client.failures >= self.max_client_failures:
+                code = "slow_consumer" if isinstance(exc, SendQueueFull) else "server_error"
+                participant.disconnect(code, f"the game host could not serve you: {exc}")
+            return False
+        return True
 
     def next_epoch(self) -> int:
         """A stream epoch no encoder of this host had recently (16 bits, wrapping)."""

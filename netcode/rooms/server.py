@@ -68,7 +68,7 @@ from netcode.rooms.protocol import (
 )
 from netcode.rooms.rpc import RpcRouter
 from netcode.rooms.streams import StreamRouter
-from netcode.rooms.topics import IncomingTopics, OutgoingTopics
+from netcode.rooms.topics import IncomingTopics, OutgoingTopics, TooManyTopics, TopicTableFull
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.impair import ImpairedPath, Impairment
@@ -99,6 +99,9 @@ MAX_TRACKS_PER_PARTICIPANT = 16
 DEFAULT_MAX_PARTICIPANTS = 200
 #: Silence (no datagram) after which a link is declared dead, seconds.
 DEFAULT_DEAD_AFTER_S = 3.0
+#: Topic names one participant may publish on. Each client's table of the topics it receives
+#: holds MAX_TOPICS (1024): with this budget, 16 publishers at their limit fit in it.
+DEFAULT_MAX_TOPICS_PER_PARTICIPANT = 64
 #: How long a dropped participant's session is held for it to resume, seconds.
 DEFAULT_GRACE_PERIOD_S = 20.0
 #: How often the server checks for dead links and sends owed ACKs, seconds.
@@ -248,13 +251,15 @@ class ServerParticipant:
         )
         self.connection.add_flush_hook(self.events)
         self.subscriptions: frozenset[str] | None = None  # None: every topic
-        self.topics_in = IncomingTopics()
+        self.topics_in = IncomingTopics(server.max_topics_per_participant)
         self.topics_out = OutgoingTopics()
         self.tracks: dict[int, ServerTrack] = {}
         self.protocol_errors = 0
         self.packets_relayed = 0
         #: lossy packets for this client dropped because its send queue was full
         self.lossy_dropped = 0
+        #: packets for this client dropped because its topic table was full
+        self.topics_dropped = 0
         #: set once this client was disconnected for not reading
         self.slow = False
         self.left = asyncio.Event()
@@ -330,6 +335,17 @@ class ServerParticipant:
         self, sender_pid: int, topic: str, text: bool, payload: bytes, lossy: bool
     ) -> None:
         """Relay a data packet to this client on the matching channel."""
+        try:
+            self._send_data(sender_pid, topic, text, payload, lossy)
+        except TopicTableFull as exc:
+            # Bound on what this client must learn; each publisher's own budget is smaller.
+            self.topics_dropped += 1
+            if self.topics_dropped == 1:
+                logger.warning("%s: %s; packets on new topics are dropped", self.name, exc)
+
+    def _send_data(
+        self, sender_pid: int, topic: str, text: bool, payload: bytes, lossy: bool
+    ) -> None:
         if lossy:
             topic_id, inline = self.topics_out.lossy_ref(topic)
             on_delivery = None if inline is None else self.topics_out.confirm_when_acked(topic_id)
@@ -500,7 +516,12 @@ class ServerParticipant:
 
     # receiving from this client
 
-    def protocol_error(self, what: str) -> None:
+    def protocol_error(self, what: str | ProtocolError) -> None:
+        if isinstance(what, TooManyTopics):
+            logger.warning("%s: %s; disconnecting", self.name, what)
+            self.disconnect("too_many_topics", str(what))
+            return
+        what = str(what)
         self.protocol_errors += 1
         self.server.protocol_errors += 1
         logger.info("%s: protocol error %d: %s", self.name, self.protocol_errors, what)
@@ -515,7 +536,7 @@ class ServerParticipant:
         try:
             dispatch_message_untrusted(data, _CLIENT_MESSAGES, self)
         except ProtocolError as exc:
-            self.protocol_error(str(exc))
+            self.protocol_error(exc)
 
     def _on_ack(self, body: Any) -> None:
         self.replay.confirm(body.received)
@@ -535,13 +556,16 @@ class ServerParticipant:
             elif self.room.host is not None:
                 self.room.host.frame_received(self, event.frame_type, event.payload)
         except ProtocolError as exc:
-            self.protocol_error(str(exc))
+            self.protocol_error(exc)
 
     def _relay_events(self) -> None:
         for type_id, topic, destinations, body in self.events.receive_up(self.protocol_error):
             if not self.can_publish:
                 continue
-            self.room.route_event(self, type_id, topic, body, destinations)
+            try:
+                self.room.route_event(self, type_id, topic, body, destinations)
+            except Exception:  # never lose the rest of the batch to one event's failure
+                logger.exception("%s: relaying an event failed", self.name)
 
     def send_event_body(self, type_id: int, sender_pid: int, topic: str, body: bytes) -> bool:
         """Queue an encoded event for this client; False if its queue is full."""
@@ -723,7 +747,11 @@ class ServerRoom:
             if target is sender or (wanted and target.pid not in wanted):
                 continue
             if target.subscribes_to(topic):
-                target.send_data(sender.pid, topic, text, payload, lossy)
+                try:
+                    target.send_data(sender.pid, topic, text, payload, lossy)
+                except Exception:  # one target's trouble is never the others'
+                    logger.exception("%s: relaying to %s failed", sender.name, target.name)
+                    continue
                 sender.packets_relayed += 1
 
     def route_event(
@@ -747,9 +775,14 @@ class ServerRoom:
         for target in list(self.participants.values()):
             if target is sender or (wanted and target.pid not in wanted):
                 continue
-            if target.subscribes_to(topic) and not target.send_event_body(
-                type_id, sender.pid, topic, body
-            ):
+            if not target.subscribes_to(topic):
+                continue
+            try:
+                queued = target.send_event_body(type_id, sender.pid, topic, body)
+            except Exception:  # one target's trouble is never the others'
+                logger.exception("%s: relaying an event to %s failed", sender.name, target.name)
+                continue
+            if not queued:
                 # The queue is the target's: it belongs to the peer that does not drain it
                 # (a sender's own flood is bounded by its own queue, on the way in).
                 target._slow_consumer("its game-event queue is full")
@@ -779,7 +812,10 @@ class ServerRoom:
         wanted = set(destination_pids)
         for target in list(self.participants.values()):
             if (not wanted or target.pid in wanted) and target.subscribes_to(topic):
-                target.send_data(0, topic, text, data, lossy=not reliable)
+                try:
+                    target.send_data(0, topic, text, data, lossy=not reliable)
+                except Exception:  # one target's trouble is never the others'
+                    logger.exception("sending data to %s failed", target.name)
 
     def publish_track(
         self, owner: ServerParticipant, request_id: int, name: str, options: Any
@@ -878,6 +914,7 @@ class RoomServer:
         max_participants: int = DEFAULT_MAX_PARTICIPANTS,
         max_backlog_bytes: int = 8 * 1024 * 1024,
         max_replay_bytes: int = DEFAULT_MAX_REPLAY_BYTES,
+        max_topics_per_participant: int = DEFAULT_MAX_TOPICS_PER_PARTICIPANT,
         dead_after: float = DEFAULT_DEAD_AFTER_S,
         grace_period: float = DEFAULT_GRACE_PERIOD_S,
         impairment: Impairment | Callable[[Claims], Impairment | ImpairedPath | None] | None = None,
@@ -900,6 +937,8 @@ class RoomServer:
         self.dead_after = dead_after
         self.grace_period = grace_period
         self.max_replay_bytes = max_replay_bytes
+        #: topic names one participant may publish on (more: disconnected, too_many_topics)
+        self.max_topics_per_participant = max_topics_per_participant
         #: sessions by id, while they live (connected or reconnecting)
         self.sessions: dict[str, ServerParticipant] = {}
         self._watch_task: asyncio.Task[None] | None = None

@@ -14,10 +14,25 @@ from netcode.core.events import Delivery
 from netcode.errors import ProtocolError
 from netcode.rooms.protocol import MAX_TOPIC_CHARS
 
-__all__ = ["MAX_TOPICS", "IncomingTopics", "OutgoingTopics", "check_topic"]
+__all__ = [
+    "MAX_TOPICS",
+    "IncomingTopics",
+    "OutgoingTopics",
+    "TooManyTopics",
+    "TopicTableFull",
+    "check_topic",
+]
 
 #: Topics one direction of one connection may bind.
 MAX_TOPICS = 1024
+
+
+class TooManyTopics(ProtocolError):
+    """The peer bound more topic names than its budget allows."""
+
+
+class TopicTableFull(ValueError):
+    """This direction of the connection has bound as many topics as it may."""
 
 
 def check_topic(topic: str) -> str:
@@ -43,7 +58,7 @@ class OutgoingTopics:
         if topic_id is not None:
             return topic_id, False
         if len(self._ids) >= MAX_TOPICS:
-            raise ValueError(f"more than {MAX_TOPICS} topics on one connection")
+            raise TopicTableFull(f"more than {MAX_TOPICS} topics on one connection")
         topic_id = self._ids[topic] = len(self._ids) + 1
         return topic_id, True
 
@@ -71,7 +86,9 @@ class OutgoingTopics:
 class IncomingTopics:
     """Ids the peer bound for the topics it sends on."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_topics: int = MAX_TOPICS) -> None:
+        #: topic names the peer may bind (its budget)
+        self.max_topics = min(max_topics, MAX_TOPICS)
         self._names: dict[int, str] = {0: ""}
 
     def learn(self, topic_id: int, name: str) -> None:
@@ -81,8 +98,8 @@ class IncomingTopics:
             return
         if topic_id == 0 or known is not None:
             raise ProtocolError(f"topic id {topic_id} rebound from {known!r} to {name!r}")
-        if len(self._names) > MAX_TOPICS:
-            raise ProtocolError(f"peer bound more than {MAX_TOPICS} topics")
+        if len(self._names) > self.max_topics:
+            raise TooManyTopics(f"peer bound more than {self.max_topics} topics")
         if len(name) > MAX_TOPIC_CHARS:
             raise ProtocolError(f"topic name exceeds {MAX_TOPIC_CHARS} characters")
         self._names[topic_id] = name

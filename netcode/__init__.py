@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     # transport
     "ConnectError": "netcode.transport.webrtc",
     "ConnectTimeout": "netcode.transport.webrtc",
+    "IceServer": "netcode.transport.ice",
     # rooms
     "Room": "netcode.rooms",
     "RoomServer": "netcode.rooms",
@@ -122,6 +123,7 @@ __all__ = [
     "FrameType",
     "GameHost",
     "Grants",
+    "IceServer",
     "InvalidSignature",
     "LocalDataTrack",
     "LocalParticipant",
@@ -182,7 +184,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    # The public names and the module's own dunders; not the helpers this file imports.
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
 
 
 if TYPE_CHECKING:
@@ -248,5 +251,6 @@ if TYPE_CHECKING:
     from netcode.rooms.host import GameHost
     from netcode.rooms.replica import Replica
     from netcode.trace import TraceWriter, read_trace
+    from netcode.transport.ice import IceServer
     from netcode.transport.webrtc import ConnectError, ConnectTimeout
     from netcode.wire import MAX_DATAGRAM_BYTES, FrameType

@@ -33,6 +33,7 @@ import itertools
 import logging
 import os
 import random
+import ssl as ssl_module
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,6 +69,7 @@ from netcode.rooms.streams import (
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics, check_topic
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
+from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.webrtc import (
     ChannelNotOpen,
@@ -75,6 +77,7 @@ from netcode.transport.webrtc import (
     DataChannel,
     PeerLink,
     SignalingError,
+    client_ssl_context,
     connect_peer,
 )
 from netcode.wire import FrameType
@@ -500,9 +503,11 @@ class Room(EventEmitter):
         self._disconnect_reason = ""
         self._watch_task: asyncio.Task[None] | None = None
         self._resume_task: asyncio.Task[None] | None = None
-        # the session: what outlives a link
+        # the session: what outlives a link (resumes connect as the join did)
         self._url = ""
         self._room_name = ""
+        self._ssl: ssl_module.SSLContext | None = None
+        self._ice_servers: list[IceServerLike] = []
         self._session: dict[str, Any] | None = None  # session, secret (from JOINED)
         self._replay = ReplayLog()
         self._received = ReceiveCounter()
@@ -538,6 +543,9 @@ class Room(EventEmitter):
         timeout: float = 10.0,
         auto_reconnect: bool = True,
         impairment: Impairment | ImpairedPath | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        ice_servers: Iterable[IceServerLike] | None = None,
     ) -> None:
         """Join the room the token names (``room``, if given, must be that room).
 
@@ -548,14 +556,23 @@ class Room(EventEmitter):
         (latency, loss, blackouts...: see :mod:`netcode.transport.impair`); the path, kept
         across resumes, is :attr:`impairment`.
 
+        ``https://`` URLs: the server's certificate is verified against the system's CAs;
+        ``ca_file`` (a PEM file: a self-signed server's certificate, or a private CA) or
+        ``ssl`` (an ``ssl.SSLContext``) trusts others. ``ice_servers``: STUN/TURN servers
+        (:class:`~netcode.IceServer`, or URLs such as ``"stun:host:3478"``) for players
+        behind NAT. Resumes use the same URL, TLS settings and ICE servers.
+
         Raises a TokenError subclass if the token is refused, ConnectError if the server
-        cannot be reached or the connection fails.
+        cannot be reached, its certificate is not trusted, or the connection fails.
         """
         if self.connection_state is not ConnectionState.DISCONNECTED:
             raise NetcodeError(f"room is {self.connection_state.value}")
+        tls = client_ssl_context(ssl, ca_file)  # raises before any state changes
+        ice: list[IceServerLike] = list(to_rtc_ice_servers(ice_servers))  # checked now
         self._set_state(ConnectionState.CONNECTING)
         self.auto_reconnect = auto_reconnect
         self._url, self._room_name = url, room
+        self._ssl, self._ice_servers = tls, ice
         if isinstance(impairment, Impairment):
             impairment = ImpairedPath(impairment)
         self.impairment = impairment
@@ -567,7 +584,13 @@ class Room(EventEmitter):
         try:
             async with asyncio.timeout(timeout):
                 self.link = link = await connect_peer(
-                    url, token, timeout=timeout, room=room, impairment=impairment
+                    url,
+                    token,
+                    timeout=timeout,
+                    room=room,
+                    impairment=impairment,
+                    ssl=tls,
+                    ice_servers=ice,
                 )
                 self._joined = asyncio.get_running_loop().create_future()
                 writer = self._trace.open()
@@ -1150,6 +1173,8 @@ class Room(EventEmitter):
             resume=resume,
             impairment=self.impairment,
             name=f"resume{episode}.{number}",
+            ssl=self._ssl,
+            ice_servers=self._ice_servers,
         )
         adopted: asyncio.Future[bool] = loop.create_future()
 

@@ -40,6 +40,7 @@ import hmac
 import itertools
 import logging
 import secrets
+import ssl as ssl_module
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -71,6 +72,7 @@ from netcode.rooms.streams import StreamRouter
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics, TooManyTopics, TopicTableFull
 from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
+from netcode.transport.ice import IceServerLike
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.webrtc import (
     ChannelNotOpen,
@@ -919,8 +921,18 @@ class RoomServer:
         grace_period: float = DEFAULT_GRACE_PERIOD_S,
         impairment: Impairment | Callable[[Claims], Impairment | ImpairedPath | None] | None = None,
         trace: TraceTarget = None,
+        ssl: ssl_module.SSLContext | None = None,
+        ice_servers: Iterable[IceServerLike] | None = None,
+        cors_origins: Iterable[str] | None = None,
     ) -> None:
-        """``dead_after``: seconds without a datagram before a client's link is declared
+        """``ssl``: serve signaling over HTTPS with this context (its certificate chain
+        loaded; :attr:`url` is then ``https://``); plain HTTP is for 127.0.0.1 and
+        development. ``ice_servers``: STUN/TURN servers for the server's end of every peer
+        connection (:class:`~netcode.IceServer`, or URLs such as ``"stun:host:3478"``).
+        ``cors_origins``: web origins whose pages may call the signaling endpoint
+        (``https://game.example.org``, or ``"*"``). See docs/DEPLOY.md.
+
+        ``dead_after``: seconds without a datagram before a client's link is declared
         dead; ``grace_period``: seconds a dropped client's session is held for it to resume;
         ``max_replay_bytes``: reliable bytes a client may leave unconfirmed (then it is
         disconnected as a slow consumer); ``impairment`` impairs every client's UDP
@@ -968,6 +980,9 @@ class RoomServer:
             answer_info=self._answer_info,
             resume=self._authorize_resume,
             impairment=impairment,
+            ssl=ssl,
+            ice_servers=ice_servers,
+            cors_origins=cors_origins,
         )
 
     @property

@@ -39,14 +39,15 @@ import contextvars
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import aioice.ice
 import attrs
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
 from netcode.errors import NetcodeError
+from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.wire import MAX_DATAGRAM_BYTES
 
@@ -158,13 +159,16 @@ def loopback_candidates(enabled: bool = True) -> Iterator[None]:
         _include_loopback.reset(token)
 
 
-def make_peer_connection(ice_servers: list[RTCIceServer] | None = None) -> RTCPeerConnection:
-    """An RTCPeerConnection with ``ice_servers`` (default: none).
+def make_peer_connection(
+    ice_servers: Iterable[IceServerLike] | None = None,
+) -> RTCPeerConnection:
+    """An RTCPeerConnection with ``ice_servers`` (STUN/TURN, see :class:`IceServer`;
+    default: none).
 
     aiortc's default is Google's public STUN server; without internet access, gathering
     would wait for its timeout, and a game server on a LAN or loopback needs none.
     """
-    return RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers or [])))
+    return RTCPeerConnection(RTCConfiguration(iceServers=to_rtc_ice_servers(ice_servers)))
 
 
 # --- channels -------------------------------------------------------------------------------

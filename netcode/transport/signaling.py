@@ -17,6 +17,13 @@ A client resuming a session after a drop sends ``"resume": {"session": ..., "sec
 
 The server answers, then waits for the link to open and hands it to ``on_peer``; a link
 that does not open within ``open_timeout_s`` is closed.
+
+Over the internet, signaling runs over HTTPS (``SignalingServer(ssl=...)``; clients verify
+the certificate, see :func:`client_ssl_context`): the request carries the access token and
+the answer the server's DTLS fingerprint, so whoever can rewrite plain HTTP can also sit in
+the middle of the DTLS handshake. ``OPTIONS {url}/rtc/connect`` answers CORS preflights for
+the origins in ``cors_origins`` (204 with the ``Access-Control-Allow-*`` headers; 403 for
+any other origin).
 """
 
 from __future__ import annotations
@@ -25,16 +32,19 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
+import ssl as _ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from aiortc import RTCIceServer, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from netcode.auth import Claims, TokenError, token_error_from_code
+from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import (
     DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
@@ -57,6 +67,7 @@ __all__ = [
     "SessionRefused",
     "SignalingError",
     "SignalingServer",
+    "client_ssl_context",
     "connect_peer",
 ]
 
@@ -116,6 +127,19 @@ def _is_loopback_host(host: str | None) -> bool:
 
 
 _NO_CANDIDATES = "ICE gathered no local candidates: no usable network interface"
+
+
+def _check_origin(origin: str) -> str:
+    """A CORS allow-list entry: ``*`` or ``scheme://host[:port]``, lower-cased."""
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise ValueError(
+            f"CORS origin {origin!r} must be '*' or scheme://host[:port], "
+            "e.g. https://game.example.org"
+        )
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _has_candidates(sdp: str) -> bool:
@@ -188,16 +212,24 @@ class SignalingServer:
         authorize: Authorize,
         on_peer: OnPeer,
         *,
-        ice_servers: list[RTCIceServer] | None = None,
+        ice_servers: Iterable[IceServerLike] | None = None,
         include_loopback: bool | None = None,
         answer_info: AnswerInfo | None = None,
         open_timeout_s: float = 15.0,
         lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
         impairment: Impairment | ImpairmentFor | None = None,
         resume: ResumeAuthorize | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        cors_origins: Iterable[str] | None = None,
     ) -> None:
         """``include_loopback``: offer a 127.0.0.1 candidate; None (default) does so for
         clients whose signaling request came over loopback.
+
+        ``ice_servers``: STUN/TURN servers for the server's side of every peer connection
+        (see :class:`~netcode.transport.ice.IceServer`). ``ssl``: serve HTTPS with this
+        context (its certificate chain loaded); the URL becomes ``https://``.
+        ``cors_origins``: web origins (``https://game.example.org``, or ``*``) whose pages
+        may call the signaling endpoint; default none.
 
         ``impairment``: impair every peer's UDP datagrams at the server, both ways. An
         :class:`~netcode.transport.impair.Impairment` gives each peer its own
@@ -207,7 +239,9 @@ class SignalingServer:
         self._authorize = authorize
         self._resume = resume
         self._on_peer = on_peer
-        self._ice_servers = ice_servers
+        self._ice_servers = to_rtc_ice_servers(ice_servers)  # ValueError now for a bad one
+        self._ssl = ssl
+        self._cors_origins = frozenset(_check_origin(o) for o in (cors_origins or ()))
         self._include_loopback = include_loopback
         self._answer_info = answer_info
         self._open_timeout_s = open_timeout_s
@@ -223,6 +257,8 @@ class SignalingServer:
         #: the aiohttp application (add routes before :meth:`start` if you need more)
         self.app = web.Application(client_max_size=MAX_SIGNALING_BODY_BYTES)
         self.app.router.add_post(SIGNALING_PATH, self._handle_connect)
+        self.app.router.add_route("OPTIONS", SIGNALING_PATH, self._handle_preflight)
+        self.app.on_response_prepare.append(self._add_cors_headers)
 
     @property
     def url(self) -> str:
@@ -243,7 +279,7 @@ class SignalingServer:
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=self._ssl)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -251,8 +287,16 @@ class SignalingServer:
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._url = f"http://{shown}:{bound_port}"
+        scheme = "https" if self._ssl is not None else "http"
+        self._url = f"{scheme}://{shown}:{bound_port}"
         logger.info("signaling server listening on %s", self._url)
+        if self._ssl is None and not _is_loopback_host(host):
+            logger.warning(
+                "signaling over plain HTTP on %s: access tokens and DTLS fingerprints cross "
+                "the network in clear; serve HTTPS (ssl=..., --tls-cert/--tls-key) or put a "
+                "TLS reverse proxy in front (docs/DEPLOY.md)",
+                host or "every interface",
+            )
 
     async def stop(self) -> None:
         """Stop listening, cancel pending ``on_peer`` tasks and close every link."""
@@ -274,6 +318,39 @@ class SignalingServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    def _allowed_origin(self, origin: str) -> str | None:
+        """The Access-Control-Allow-Origin value for ``origin``, or None if not allowed."""
+        if not origin or not self._cors_origins:
+            return None
+        if origin.lower() in self._cors_origins:
+            return origin
+        return "*" if "*" in self._cors_origins else None
+
+    async def _handle_preflight(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin", "")
+        if self._allowed_origin(origin) is None:
+            logger.info("refused a CORS preflight from origin %r", origin[:200])
+            return _error(403, "origin_not_allowed", f"origin {origin[:200]!r} is not allowed")
+        method = request.headers.get("Access-Control-Request-Method", "POST")
+        if method.upper() != "POST":
+            return _error(403, "method_not_allowed", f"only POST is allowed, not {method[:20]!r}")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            },
+        )
+
+    async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path != SIGNALING_PATH or not self._cors_origins:
+            return
+        allowed = self._allowed_origin(request.headers.get("Origin", ""))
+        if allowed is not None:
+            response.headers["Access-Control-Allow-Origin"] = allowed
+        response.headers["Vary"] = "Origin"
 
     async def _handle_connect(self, request: web.Request) -> web.Response:
         if self._stopping:
@@ -400,13 +477,46 @@ class SignalingServer:
 # --- client ---------------------------------------------------------------------------------
 
 
-async def _post_offer(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+def client_ssl_context(
+    ssl: _ssl.SSLContext | None = None, ca_file: str | os.PathLike[str] | None = None
+) -> _ssl.SSLContext | None:
+    """The TLS context a client verifies an ``https://`` signaling server with.
+
+    ``ssl`` is used as given; ``ca_file`` (a PEM file of certificates, e.g. a self-signed
+    server's own certificate or a private CA) makes a context that trusts those in addition
+    to the system's CAs. Neither: None, which verifies against the system's CAs. Raises
+    ValueError if both are given, and OSError / ssl.SSLError for an unreadable ``ca_file``.
+    """
+    if ssl is not None and ca_file is not None:
+        raise ValueError("pass ssl= or ca_file=, not both")
+    if ca_file is None:
+        return ssl
+    context = _ssl.create_default_context()
+    context.load_verify_locations(cafile=os.fspath(ca_file))
+    return context
+
+
+def _tls_failure(url: str, exc: aiohttp.ClientSSLError) -> ConnectError:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        problem = exc.certificate_error
+        reason = getattr(problem, "verify_message", "") or str(problem)
+        return ConnectError(
+            f"TLS: the certificate of signaling server {url} is not trusted ({reason}); for a "
+            "self-signed or private-CA certificate pass ca_file=PEM (or ssl=an SSLContext "
+            "that trusts it; --ca-file on the commands)"
+        )
+    return ConnectError(f"TLS handshake with signaling server {url} failed: {exc}")
+
+
+async def _post_offer(
+    url: str, payload: Mapping[str, Any], ssl: _ssl.SSLContext | None = None
+) -> dict[str, Any]:
     """POST the offer; return the answer object or raise the matching error."""
     endpoint = url.rstrip("/") + SIGNALING_PATH
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.post(endpoint, json=payload) as response,
+            session.post(endpoint, json=payload, ssl=True if ssl is None else ssl) as response,
         ):
             body = bytearray()
             async for chunk in response.content.iter_chunked(16384):
@@ -418,6 +528,8 @@ async def _post_offer(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
                         status=response.status,
                     )
             status = response.status
+    except aiohttp.ClientSSLError as exc:
+        raise _tls_failure(url, exc) from None
     except aiohttp.ClientConnectorError as exc:
         raise ConnectError(f"cannot reach signaling server {url}: {exc.os_error}") from None
     except aiohttp.ClientError as exc:
@@ -452,15 +564,17 @@ async def connect_peer(
     token: str,
     *,
     timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
-    ice_servers: list[RTCIceServer] | None = None,
+    ice_servers: Iterable[IceServerLike] | None = None,
     include_loopback: bool | None = None,
     lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
     name: str = "",
     room: str = "",
     impairment: Impairment | ImpairedPath | None = None,
     resume: Mapping[str, Any] | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
 ) -> PeerLink:
-    """Connect to the signaling server at ``url`` (``http://host:port``) with ``token``.
+    """Connect to the signaling server at ``url`` (``http(s)://host:port``) with ``token``.
 
     Returns an open :class:`PeerLink` (its ``server_info`` holds the answer's extra fields).
     Raises a :class:`~netcode.auth.TokenError` subclass if the token is refused,
@@ -473,6 +587,10 @@ async def connect_peer(
     link's path is ``link.impairment`` either way).
     ``resume`` (``session``, ``secret``, ``received``) resumes a session instead of joining
     with ``token``; a refusal raises SignalingError whose ``code`` says why.
+    ``ice_servers``: STUN/TURN servers (see :class:`~netcode.transport.ice.IceServer`).
+    ``https://`` URLs are verified against the system's CAs, or with ``ssl`` / ``ca_file``
+    (see :func:`client_ssl_context`); an untrusted certificate raises ConnectError naming
+    the problem.
     """
     try:
         parts = urlsplit(url)
@@ -483,6 +601,7 @@ async def connect_peer(
         raise ConnectError(f"bad signaling URL {url!r}: expected http(s)://host:port")
     if include_loopback is None:
         include_loopback = _is_loopback_host(host)
+    ssl = client_ssl_context(ssl, ca_file)
 
     started = time.perf_counter()
     link = PeerLink(
@@ -509,7 +628,7 @@ async def connect_peer(
                 request["room"] = room
             if resume is not None:
                 request["resume"] = dict(resume)
-            reply = await _post_offer(url, request)
+            reply = await _post_offer(url, request, ssl)
             stage = "connecting (ICE, DTLS, SCTP)"
             try:
                 await pc.setRemoteDescription(

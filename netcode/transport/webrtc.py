@@ -24,6 +24,7 @@ Client::
 
 from __future__ import annotations
 
+from netcode.transport.ice import IceServer, IceServerLike, ice_servers_from_env
 from netcode.transport.impair import (
     DirectionStats,
     ImpairedPath,
@@ -60,6 +61,7 @@ from netcode.transport.signaling import (
     SessionRefused,
     SignalingError,
     SignalingServer,
+    client_ssl_context,
     connect_peer,
 )
 
@@ -83,6 +85,8 @@ __all__ = [
     "ConnectTimeout",
     "DataChannel",
     "DirectionStats",
+    "IceServer",
+    "IceServerLike",
     "ImpairedPath",
     "Impairment",
     "ImpairmentFor",
@@ -93,7 +97,9 @@ __all__ = [
     "SessionRefused",
     "SignalingError",
     "SignalingServer",
+    "client_ssl_context",
     "connect_peer",
+    "ice_servers_from_env",
     "loopback_candidates",
     "make_peer_connection",
 ]

@@ -3,9 +3,10 @@
 What ``netcode-bench events`` measures (``--simulated`` runs the older one-hop model of
 :mod:`netcode_tools.bench_events` instead).
 
-One process runs a :class:`~netcode.rooms.RoomServer` on 127.0.0.1 with a game host (the
-load test's: ``entities`` wanderers plus one player per client, replicated at ``tick_rate``)
-and ``clients`` bot clients over real aiortc peer connections. The server impairs every UDP
+The load test's server (:mod:`netcode_tools.load_server`: a RoomServer on 127.0.0.1 with a
+game host replicating ``entities`` wanderers plus one player per client at ``tick_rate``)
+runs in its own process, as a real server would, and ``clients`` bot clients connect to it
+over real aiortc peer connections from this one. The server impairs every UDP
 datagram of every client's peer connection, both ways
 (:class:`~netcode.transport.impair.Impairment`: ``loss=5%`` is 5% each way, ``latency=50``
 is 50 ms one way), so SCTP, DTLS and ICE see the same loss the game does.
@@ -38,20 +39,15 @@ import attrs
 
 from netcode.cli import make_token
 from netcode.core.reliable import ReliableCounters
-from netcode.rooms import DataPacket, RoomServer
+from netcode.rooms import DataPacket
 from netcode.rooms.events import Chat
-from netcode.rooms.host import GameHost
 from netcode.transport.impair import Impairment
-from netcode.transport.peerlink import PeerLink
 
-from .load import Bot
-from .load_server import LOAD_REGISTRY, LoadGame
+from .load import Bot, EmbeddedServer
+from .load_server import KEY, LOAD_REGISTRY, ROOM, SECRET
 
 __all__ = ["RelayScenario", "measure_relay", "run_relay"]
 
-KEY = "relay-key"
-SECRET = "relay-secret-relay-secret-relay-0"
-ROOM = "relay"
 PROBE_TOPIC = "probe"
 
 #: What ``netcode-bench events`` impairs by default: 5% loss each way, 50 ms one way.
@@ -151,59 +147,41 @@ def _summary(probes: list[_Probes], expected: int) -> dict[str, Any]:
     }
 
 
-def _sctp_state(link: PeerLink) -> tuple[int, int, int, int]:
-    """The server's SCTP state towards one client: congestion window, bytes in flight,
-    chunks waiting behind the window, bytes waiting in the data channels (aiortc's private
-    fields, read only; zeros if they moved)."""
-    sctp = getattr(getattr(link, "_pc", None), "sctp", None)
-    cwnd = int(getattr(sctp, "_cwnd", 0))
-    flight = int(getattr(sctp, "_flight_size", 0))
-    queued = len(getattr(sctp, "_outbound_queue", ()))
-    return cwnd, flight, queued, link.send_backlog()
-
-
-def _add_counters(total: ReliableCounters, more: ReliableCounters) -> None:
-    for field in attrs.fields(ReliableCounters):
-        setattr(total, field.name, getattr(total, field.name) + getattr(more, field.name))
+def _add_counters(total: dict[str, int], more: ReliableCounters) -> None:
+    for key, value in attrs.asdict(more).items():
+        total[key] = total.get(key, 0) + value
 
 
 async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[str, Any]:
     """One run of ``scenario``; returns the figures (see the module docstring)."""
-    server = RoomServer(KEY, SECRET, impairment=scenario.impairment)
-    await server.start("127.0.0.1", 0)
-    host = GameHost(tick_rate=scenario.tick_rate, registry=LOAD_REGISTRY)
-    LoadGame(host, scenario.entities)
+    extra = ["--probe"]
     if scenario.relay_at_once:
-        host.sends_every_tick = False
-    room = server.room(ROOM)
-    host.attach(room)
+        extra.append("--relay-at-once")
+    if scenario.redundancy is not None:
+        extra += ["--redundancy", str(scenario.redundancy)]
+    server = EmbeddedServer(
+        scenario.entities, scenario.tick_rate, str(scenario.impairment) or "latency=0", extra
+    )
     bots = [ProbeBot(i) for i in range(scenario.clients)]
     loop = asyncio.get_running_loop()
     try:
+        url = await server.url()
         started = loop.time()
         for first in range(0, len(bots), 4):
             await asyncio.gather(
                 *(
-                    b.room.connect(server.url, make_token(KEY, SECRET, f"bot{b.index}", ROOM))
+                    b.room.connect(url, make_token(KEY, SECRET, f"bot{b.index}", ROOM))
                     for b in bots[first : first + 4]
                 )
             )
         connect_s = loop.time() - started
         if scenario.redundancy is not None:
-            channels = [b.room.events.channel for b in bots if b.room.events is not None]
-            channels += [p.events.channel for p in room.participants.values()]
-            for channel in channels:
-                channel.config = attrs.evolve(channel.config, redundant_copies=scenario.redundancy)
-        links = [p.link for p in room.participants.values() if p.link is not None]
-
-        def wire_bytes() -> int:
-            total = 0
-            for link in links:
-                path = link.impairment
-                if path is not None:
-                    total += sum(s.bytes_seen for s in path.stats().values())
-            return total
-
+            for bot in bots:
+                if bot.room.events is not None:
+                    channel = bot.room.events.channel
+                    channel.config = attrs.evolve(
+                        channel.config, redundant_copies=scenario.redundancy
+                    )
         interval = 1.0 / scenario.tick_rate
         tick = 0
         t0 = loop.time()
@@ -214,84 +192,81 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
         next_probe = [
             probe_from + (i / len(bots)) * scenario.event_interval_s for i in range(len(bots))
         ]
-        bytes_at_start: int | None = None
-        bytes_at_stop = 0
-        sctp_samples: list[tuple[int, int, int, int]] = []
+        reset = False
+        cpu_at_start = 0.0
         while (now := loop.time()) < end:
-            if bytes_at_start is None and now >= probe_from:
-                bytes_at_start = wire_bytes()
+            if not reset and now >= probe_from:
+                reset = True
+                cpu_at_start = time.process_time()
+                await server.command("reset", "RESET")  # the server measures from now on
+                now = loop.time()
             for bot in bots:
                 if not bot.room.isconnected():
                     continue
                 dx, dy = (tick + bot.index) % 7 - 3, (tick // 3 + bot.index) % 5 - 2
                 bot.send_input(tick, bytes((dx & 0xFF, dy & 0xFF)))
-                if now < probe_until and now >= next_probe[bot.index]:
+                if reset and now < probe_until and now >= next_probe[bot.index]:
                     next_probe[bot.index] += scenario.event_interval_s
                     bot.send_probe()
-            if now >= probe_until and not bytes_at_stop:
-                bytes_at_stop = wire_bytes()
-            if probe_from <= now < probe_until:
-                sctp_samples.extend(_sctp_state(link) for link in links)
             tick += 1
             if progress is not None:
                 progress(min(max(now - probe_from, 0.0), scenario.duration_s))
             await asyncio.sleep(max(0.0, t0 + tick * interval - loop.time()))
+        clients_cpu = (time.process_time() - cpu_at_start) / (loop.time() - probe_from)
+        connected = sum(b.room.isconnected() for b in bots)
+        stats = await server.stats()
+        probe = stats["probe"]
 
         expected = sum(b.sent for b in bots) * (len(bots) - 1)
         events = _summary([b.events for b in bots], expected)
         reliable = _summary([b.reliable for b in bots], expected)
-        counters = ReliableCounters()
-        resend_ms: list[float] = []
+        counters: dict[str, int] = dict(probe["events_down"])
         for bot in bots:
             if bot.room.events is not None:
                 _add_counters(counters, bot.room.events.channel.counters)
-                resend_ms.append(bot.room.events.channel.resend_timeout * 1000)
-        for participant in room.participants.values():
-            _add_counters(counters, participant.events.channel.counters)
-            resend_ms.append(participant.events.channel.resend_timeout * 1000)
-        first = counters.messages_sent
-        copies = counters.messages_sent + counters.messages_redundant + counters.messages_resent
+        first = counters["messages_sent"]
+        copies = first + counters["messages_redundant"] + counters["messages_resent"]
         events.update(
             copies_per_event=round(copies / first, 2) if first else None,
-            early_copies_per_event=round(counters.messages_redundant / first, 2) if first else None,
-            resends_per_event=round(counters.messages_resent / first, 2) if first else None,
-            resend_timeout_ms_median=round(sorted(resend_ms)[len(resend_ms) // 2], 1)
-            if resend_ms
+            early_copies_per_event=round(counters["messages_redundant"] / first, 2)
+            if first
             else None,
+            resends_per_event=round(counters["messages_resent"] / first, 2) if first else None,
         )
         rtts = sorted(
             b.room.connection.endpoint.rtt.smoothed * 1000
             for b in bots
             if b.room.connection is not None and b.room.connection.endpoint.rtt.smoothed
         )
-        cwnds = sorted(s[0] for s in sctp_samples)
-        flights = sorted(s[1] for s in sctp_samples)
-        queued = sorted(s[2] for s in sctp_samples)
-        backlogs = sorted(s[3] for s in sctp_samples)
-        wire = (bytes_at_stop - (bytes_at_start or 0)) * 8 / scenario.duration_s / 1000
+        samples = probe["sctp_samples"]
+        cwnds = sorted(float(x[0]) for x in samples)
+        flights = sorted(float(x[1]) for x in samples)
+        backlogs = sorted(float(x[3]) for x in samples)
+        wire = probe["wire_bytes"] * 8 / probe["window_s"] / 1000
         return {
             "scenario": {
                 **attrs.asdict(scenario, recurse=False),
                 "impairment": str(scenario.impairment),
             },
             "connect_s": round(connect_s, 2),
-            "clients_connected_at_end": sum(b.room.isconnected() for b in bots),
+            "clients_connected_at_end": connected,
             "probes_sent": sum(b.sent for b in bots),
             "rtt_ms_median": round(rtts[len(rtts) // 2], 1) if rtts else None,
             "wire_kbps_per_client": round(wire / len(bots), 1),
             "server_tick_ms": {
-                k: round(v, 1) if isinstance(v, float) else v
-                for k, v in host.tick_stats().items()
-                if k in ("tick_p50_ms", "tick_p99_ms", "ticks_late", "ticks_skipped")
+                "p50": round(stats["tick_p50_ms"], 1),
+                "p99": round(stats["tick_p99_ms"], 1),
+                "late": stats["ticks_late"],
+                "skipped": stats["ticks_skipped"],
             },
+            "clients_cpu": round(clients_cpu, 2),
             "server_sctp": {
                 "cwnd_bytes_p1": _percentile(cwnds, 1),
                 "cwnd_bytes_p50": _percentile(cwnds, 50),
                 "flight_bytes_p50": _percentile(flights, 50),
                 "flight_bytes_p99": _percentile(flights, 99),
-                "sctp_queued_chunks_p99": _percentile(queued, 99),
                 "channel_backlog_bytes_p99": _percentile(backlogs, 99),
-                "lossy_send_drops": sum(link.lossy.stats.send_drops for link in links),
+                "lossy_send_drops": probe["lossy_send_drops"],
             },
             "events": events,
             "reliable": reliable,
@@ -299,8 +274,7 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
     finally:
         for bot in bots:
             await bot.room.disconnect()
-        await host.stop()
-        await server.stop()
+        server.kill()
 
 
 def run_relay(scenario: RelayScenario, *, as_json: bool) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from netcode.cli import make_token
@@ -248,7 +249,9 @@ def _round(value: float | None) -> float | None:
 class EmbeddedServer:
     """``netcode_tools.load_server`` in a child process."""
 
-    def __init__(self, entities: int, tick_rate: float, impair: str = "") -> None:
+    def __init__(
+        self, entities: int, tick_rate: float, impair: str = "", extra: Sequence[str] = ()
+    ) -> None:
         command = [
             sys.executable,
             "-m",
@@ -260,6 +263,7 @@ class EmbeddedServer:
         ]
         if impair:
             command += ["--impair", impair]
+        command += extra
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,

@@ -24,11 +24,18 @@ import math
 import random
 import signal
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
 
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
 from netcode.rooms import RoomServer, ServerParticipant
 from netcode.rooms.host import GameHost
+from netcode.rooms.server import ServerRoom
 from netcode.transport.impair import Impairment
+from netcode.transport.peerlink import PeerLink
 
 __all__ = ["LOAD_REGISTRY", "Mover", "Player", "main"]
 
@@ -107,13 +114,87 @@ class LoadGame:
         )
 
 
+def sctp_state(link: PeerLink) -> tuple[int, int, int, int]:
+    """The server's SCTP state towards one client: congestion window, bytes in flight,
+    chunks waiting behind the window, bytes waiting in the data channels (aiortc's private
+    fields, read only; zeros if they moved)."""
+    sctp = getattr(getattr(link, "_pc", None), "sctp", None)
+    cwnd = int(getattr(sctp, "_cwnd", 0))
+    flight = int(getattr(sctp, "_flight_size", 0))
+    queued = len(getattr(sctp, "_outbound_queue", ()))
+    return cwnd, flight, queued, link.send_backlog()
+
+
+class ServerProbe:
+    """The server side of a measurement window (``reset`` to ``stop``): what the event
+    channels towards the clients sent, the SCTP state sampled every tick, and the UDP bytes
+    the impairment saw (the wire, both ways)."""
+
+    def __init__(self, room: ServerRoom, tick_rate: float) -> None:
+        self.room = room
+        self.interval = 1.0 / tick_rate
+        self.samples: list[tuple[int, int, int, int]] = []
+        self.wire_at_reset = 0
+        self.reset_at = time.perf_counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def links(self) -> list[PeerLink]:
+        return [p.link for p in self.room.participants.values() if p.link is not None]
+
+    def wire_bytes(self) -> int:
+        total = 0
+        for link in self.links():
+            if link.impairment is not None:
+                total += sum(s.bytes_seen for s in link.impairment.stats().values())
+        return total
+
+    def reset(self) -> None:
+        self.samples.clear()
+        self.wire_at_reset = self.wire_bytes()
+        self.reset_at = time.perf_counter()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.samples.extend(sctp_state(link) for link in self.links())
+
+    def stats(self) -> dict[str, Any]:
+        if self._task is not None:
+            self._task.cancel()
+        counters: dict[str, int] = {}
+        for participant in self.room.participants.values():
+            for key, value in attrs.asdict(participant.events.channel.counters).items():
+                counters[key] = counters.get(key, 0) + value
+        return {
+            "events_down": counters,
+            "sctp_samples": self.samples,
+            "wire_bytes": self.wire_bytes() - self.wire_at_reset,
+            "window_s": time.perf_counter() - self.reset_at,
+            "lossy_send_drops": sum(link.lossy.stats.send_drops for link in self.links()),
+        }
+
+
 async def serve(args: argparse.Namespace) -> dict[str, object]:
     impairment = Impairment.from_spec(args.impair) if args.impair else None
     server = RoomServer(KEY, SECRET, max_participants=1000, impairment=impairment)
     await server.start(args.host, args.port)
     host = GameHost(tick_rate=args.tick_rate, registry=LOAD_REGISTRY)
+    if args.relay_at_once:
+        host.sends_every_tick = False
     LoadGame(host, args.entities)
-    host.attach(server.room(ROOM))
+    room = server.room(ROOM)
+    host.attach(room)
+    probe = ServerProbe(room, args.tick_rate)
+    if args.redundancy is not None:
+        redundancy = args.redundancy
+
+        def set_redundancy(participant: ServerParticipant) -> None:
+            channel = participant.events.channel
+            channel.config = attrs.evolve(channel.config, redundant_copies=redundancy)
+
+        host.on_join = _chain(host.on_join, set_redundancy)
     print(f"URL {server.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +202,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
         loop.add_signal_handler(sig, stop.set)
     if sys.stdin is not None and not sys.stdin.isatty():
         # "reset" on stdin starts a new measurement window (after the clients connected)
-        loop.add_reader(sys.stdin.fileno(), lambda: _on_command(host, stop))
+        loop.add_reader(sys.stdin.fileno(), lambda: _on_command(host, probe, stop))
     try:
         await asyncio.wait_for(stop.wait(), args.duration)
     except TimeoutError:
@@ -129,12 +210,24 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
     stats = host.tick_stats()
     stats["clients"] = len(host.clients)
     stats["entities"] = len(host.world)
+    if args.probe:
+        stats["probe"] = probe.stats()
     await host.stop()
     await server.stop()
     return stats
 
 
-def _on_command(host: GameHost, stop: asyncio.Event) -> None:
+def _chain(
+    first: Callable[[ServerParticipant], None], then: Callable[[ServerParticipant], None]
+) -> Callable[[ServerParticipant], None]:
+    def both(participant: ServerParticipant) -> None:
+        then(participant)
+        first(participant)
+
+    return both
+
+
+def _on_command(host: GameHost, probe: ServerProbe, stop: asyncio.Event) -> None:
     line = sys.stdin.readline()
     if not line:
         asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
@@ -143,6 +236,7 @@ def _on_command(host: GameHost, stop: asyncio.Event) -> None:
         host.tick_durations_ms.clear()
         host.tick_cpu_ms.clear()
         host.ticks_late = host.ticks_skipped = host.ticks_run = 0
+        probe.reset()
         print("RESET", flush=True)
     elif line.strip() == "stop":
         stop.set()
@@ -157,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3600.0)
     parser.add_argument(
         "--impair", metavar="SPEC", help="impair every client's UDP datagrams, both ways"
+    )
+    parser.add_argument(
+        "--relay-at-once",
+        action="store_true",
+        help="relay events at once, not with the next tick (RoomHost.sends_every_tick)",
+    )
+    parser.add_argument("--redundancy", type=int, default=None, help="early copies per event")
+    parser.add_argument(
+        "--probe", action="store_true", help="STATS include event, SCTP and wire figures"
     )
     args = parser.parse_args(argv)
     if args.impair:

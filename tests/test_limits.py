@@ -4,6 +4,7 @@ others see no loss and no stall. End to end over real aiortc on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from helpers import eventually
 from netcode import Chat
 from netcode.cli import make_token
 from netcode.rooms import DataPacket, Room, RoomServer
+from netcode.rooms.limits import PeerBudgets
 
 pytestmark = pytest.mark.webrtc
 
@@ -83,3 +85,75 @@ async def test_a_topic_spammer_is_cut_off_and_the_others_keep_hearing(
         await talker.local_participant.publish_data(f"after {n}", topic=f"fresh{n}")
     await eventually(lambda: len(got) == 20, timeout=5)
     assert got == [f"after {n}" for n in range(20)]
+
+
+@pytest.fixture
+async def strict_server() -> AsyncIterator[RoomServer]:
+    budgets = PeerBudgets(datagrams_per_s=200, messages_per_s=200, burst_s=1, flood_after_s=1)
+    server = RoomServer(KEY, SECRET, budgets=budgets)
+    await server.start("127.0.0.1", 0)
+    yield server
+    await server.stop()
+
+
+async def test_a_datagram_flood_is_throttled_then_cut_off(strict_server: RoomServer) -> None:
+    flooder, reasons = await join(strict_server, "flooder")
+    talker, _ = await join(strict_server, "talker")
+    listener, _ = await join(strict_server, "listener")
+    got: list[Any] = []
+    listener.on("data_received", lambda packet: got.append(packet.data))
+    await eventually(lambda: len(listener.remote_participants) == 2)
+    assert flooder.link is not None
+    link = flooder.link
+    # A real datagram of the flooder's, sent again and again: well-formed duplicates, which
+    # cost the server a decode each unless they are dropped unread.
+    captured: list[bytes] = []
+    send_lossy = link.send_lossy
+    link.send_lossy = lambda data: captured.append(data) or send_lossy(data)  # type: ignore[method-assign]
+    await flooder.local_participant.publish_data(b"hello", reliable=False)
+    await eventually(lambda: captured)
+    sent = 0
+    while not reasons and sent < 20_000:
+        for _ in range(20):  # 2000 datagrams a second, ten times the budget
+            with contextlib.suppress(Exception):
+                link.lossy.raw.send(captured[0])  # past the client's own backpressure
+            sent += 1
+        await talker.local_participant.publish_data(f"m{sent}", reliable=True)
+        await asyncio.sleep(0.01)
+    await eventually(lambda: reasons, timeout=5)
+    assert reasons == ["flooding"]
+    flooder_side = [p for r in strict_server.rooms.values() for p in r.participants.values()]
+    assert all(p.identity != "flooder" for p in flooder_side)
+    # the others heard every message meanwhile
+    heard = lambda: [g for g in got if isinstance(g, str)]  # noqa: E731
+    await eventually(lambda: len(heard()) == sent // 20, timeout=5)
+    assert heard() == [f"m{20 * (n + 1)}" for n in range(sent // 20)]
+    assert strict_server.flood_disconnects == 1
+
+
+async def test_a_reliable_flood_is_cut_off(strict_server: RoomServer) -> None:
+    flooder, reasons = await join(strict_server, "flooder")
+    for n in range(2000):
+        if reasons:
+            break
+        with contextlib.suppress(Exception):
+            await flooder.local_participant.publish_data(b"x" * 10, reliable=True)
+        if n % 100 == 99:
+            await asyncio.sleep(0.01)
+    await eventually(lambda: reasons, timeout=5)
+    assert reasons == ["flooding"]
+
+
+async def test_honest_traffic_stays_within_the_default_budgets(server: RoomServer) -> None:
+    sender, reasons = await join(server, "sender")
+    receiver, _ = await join(server, "receiver")
+    got: list[Any] = []
+    receiver.on("data_received", lambda packet: got.append(packet.data))
+    await eventually(lambda: sender.remote_participants)
+    for n in range(600):  # 60 Hz of lossy and reliable data for 10 s of game, sped up
+        await sender.local_participant.publish_data(b"pos", reliable=False)
+        await sender.local_participant.publish_data(f"r{n}", reliable=True)
+        sender.send_event(Chat(f"c{n}"))
+        await asyncio.sleep(0.004)
+    await eventually(lambda: sum(isinstance(g, str) for g in got) == 600, timeout=10)
+    assert not reasons and server.flood_disconnects == 0

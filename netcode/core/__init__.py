@@ -3,6 +3,7 @@
 This package does no IO and reads no clock: time comes in as ``now`` (seconds).
 """
 
+from netcode.core.budget import TokenBucket
 from netcode.core.endpoint import ACK_WINDOW, DeliveryCallback, Endpoint, EndpointConfig
 from netcode.core.events import DatagramAcked, DatagramLost, Delivery, Event, FrameReceived
 from netcode.core.fragments import FRAGMENT_DATA_BYTES, Reassembler, split_message
@@ -39,6 +40,7 @@ __all__ = [
     "ReliableCounters",
     "ReliableStats",
     "ReplayLog",
+    "TokenBucket",
     "seq_add",
     "seq_diff",
     "seq_newer",

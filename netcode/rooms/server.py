@@ -55,6 +55,7 @@ from netcode.core import (
 )
 from netcode.errors import ProtocolError, SendQueueFull
 from netcode.rooms.events import EventLink, encode_fallback
+from netcode.rooms.limits import PeerBudgets, PeerMeter
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
@@ -244,6 +245,9 @@ class ServerParticipant:
         if trace is not None:
             fields = {"room": room.name, "pid": pid}
             trace.record("open", self.connection.now(), fields, conn=self.identity)
+        #: this participant's inbound budgets (see netcode.rooms.limits)
+        self.meter = PeerMeter(server.budgets)
+        self.connection.admit = self._admit_datagram
         self.events = EventLink(
             self.connection.endpoint,
             lambda message_id, message: self.send_extension(
@@ -531,7 +535,30 @@ class ServerParticipant:
             logger.warning("%s: too many protocol errors; disconnecting", self.name)
             self.disconnect("protocol_error", f"too many malformed messages ({what})")
 
+    def _admit_datagram(self, now: float, size: int) -> bool:
+        if self.meter.datagram(now, size):
+            return True
+        if self.meter.flooding(now) and not self._ending:
+            self._flooding("datagrams")
+        return False
+
+    def _flooding(self, what: str) -> None:
+        budgets = self.server.budgets
+        logger.warning("%s: over its budget of %s; disconnecting (flooding)", self.name, what)
+        self.server.flood_disconnects += 1
+        self.disconnect(
+            "flooding",
+            f"too many {what} a second (budgets: {budgets.datagrams_per_s:g} datagrams, "
+            f"{budgets.messages_per_s:g} messages, {budgets.events_per_s:g} events, "
+            f"{budgets.rpc_per_s:g} RPC)",
+        )
+
     def on_reliable(self, data: bytes | str) -> None:
+        if self._ending:
+            return
+        if not self.meter.message(self.connection.now(), len(data)):
+            self._flooding("reliable messages")
+            return
         counted = not (data and isinstance(data, bytes) and data[0] in _UNCOUNTED_BYTES)
         if counted and self.received.count():
             self.send_message(Kind.ACK, received=self.received.take_ack())
@@ -561,7 +588,11 @@ class ServerParticipant:
             self.protocol_error(exc)
 
     def _relay_events(self) -> None:
+        now = self.connection.now()
         for type_id, topic, destinations, body in self.events.receive_up(self.protocol_error):
+            if not self.meter.event(now):
+                self._flooding("game events")
+                return
             if not self.can_publish:
                 continue
             try:
@@ -615,6 +646,9 @@ class ServerParticipant:
         self.room.unpublish_track(track)
 
     def _on_extension(self, body: Any) -> None:
+        if body.channel == ExtensionChannel.RPC and not self.meter.rpc(self.connection.now()):
+            self._flooding("RPC messages")
+            return
         router = self.server.extension_routers.get(body.channel)
         if router is not None:
             router(self.room, self, bytes(body.body))
@@ -917,6 +951,7 @@ class RoomServer:
         max_backlog_bytes: int = 8 * 1024 * 1024,
         max_replay_bytes: int = DEFAULT_MAX_REPLAY_BYTES,
         max_topics_per_participant: int = DEFAULT_MAX_TOPICS_PER_PARTICIPANT,
+        budgets: PeerBudgets | None = None,
         dead_after: float = DEFAULT_DEAD_AFTER_S,
         grace_period: float = DEFAULT_GRACE_PERIOD_S,
         impairment: Impairment | Callable[[Claims], Impairment | ImpairedPath | None] | None = None,
@@ -951,6 +986,10 @@ class RoomServer:
         self.max_replay_bytes = max_replay_bytes
         #: topic names one participant may publish on (more: disconnected, too_many_topics)
         self.max_topics_per_participant = max_topics_per_participant
+        #: what each participant may send a second (see netcode.rooms.limits)
+        self.budgets = budgets or PeerBudgets()
+        #: participants disconnected for going over their budgets
+        self.flood_disconnects = 0
         #: sessions by id, while they live (connected or reconnecting)
         self.sessions: dict[str, ServerParticipant] = {}
         self._watch_task: asyncio.Task[None] | None = None

@@ -102,6 +102,11 @@ class DatagramConnection:
         self.flushes_paced = 0
         #: when the last datagram arrived (this connection's clock), or when it was created
         self.last_received = self._clock()
+        #: checked with each datagram's size before it is decoded: False drops it (an
+        #: inbound budget, so a flooding peer costs little)
+        self.admit: Callable[[float, int], bool] | None = None
+        #: datagrams dropped because ``admit`` refused them
+        self.datagrams_throttled = 0
         link.on_lossy(self._on_datagram)
 
     def attach(self, link: DatagramLink) -> None:
@@ -224,10 +229,14 @@ class DatagramConnection:
     def _on_datagram(self, data: bytes) -> None:
         if self._closed:
             return
-        self.last_received = self._clock()
+        now = self.last_received = self._clock()
+        admit = self.admit
+        if admit is not None and not admit(now, len(data)):
+            self.datagrams_throttled += 1
+            return
         counters = self.endpoint.counters
         malformed = counters.datagrams_malformed
-        self.endpoint.receive_datagram(data, self._clock())
+        self.endpoint.receive_datagram(data, now)
         if counters.datagrams_malformed != malformed and self.on_malformed is not None:
             self.on_malformed()
         self._drain()

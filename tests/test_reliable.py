@@ -215,6 +215,21 @@ def test_early_copies_ride_a_datagram_that_leaves_anyway() -> None:
     assert s.tx.counters.messages_resent == 0
 
 
+def test_a_resend_earns_no_new_early_copies() -> None:
+    s = Scripted(ReliableConfig(redundant_copies=1))
+    s.tx.send(b"m0")
+    s.from_tx(0.0)  # lost
+    s.a.send_frame(FrameType.INPUT, b"input")
+    assert event_ids(s.from_tx(TICK)) == [[0]]  # its one early copy, lost too
+    resend_at = TICK + 0.25  # the resend timer runs from the copy
+    assert s.tx.get_timer() == pytest.approx(resend_at)
+    assert event_ids(s.from_tx(resend_at)) == [[0]]
+    assert s.tx.counters.messages_resent == 1
+    s.a.send_frame(FrameType.INPUT, b"input")
+    assert event_ids(s.from_tx(resend_at + TICK)) == []  # no new copy after the resend
+    assert s.tx.counters.messages_redundant == 1
+
+
 def test_no_early_copies_when_disabled_or_when_no_frame_goes_out() -> None:
     s = Scripted(ReliableConfig(redundant_copies=0))
     s.tx.send(b"m0")
@@ -625,6 +640,6 @@ def test_bench_events_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_events_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["events", "--simulated", "--events", "200", "--loss", "0.1"]) == 0
+    assert bench_main(["events", "--simulated", "--events", "200", "--loss", "10"]) == 0
     out = capsys.readouterr().out
     assert "netcode events" in out and "SCTP model" in out

@@ -36,13 +36,14 @@ with its reliable commands, unacknowledged messages ride again in the datagrams 
 anyway: when a flush sends an EVENT frame, its spare room carries early copies; and when
 nothing is due but the endpoint has frames queued (a snapshot, an input: a datagram leaves
 now), the channel adds an EVENT frame of early copies that fits the spare room of that
-datagram. Oldest first, at most ``redundant_copies`` per transmission, at least
-``copy_spacing_s`` apart (so that one burst of loss does not take every copy). A lost
-datagram then costs one tick instead of a round trip, for a few bytes in datagrams that
-leave regardless; no datagram is sent just for a copy. The resend timer runs from the
+datagram. Oldest first, at most ``redundant_copies`` per message (a resend means the path
+is losing far more or is stalled, and earns no new copies: they would only add to a queue),
+at least ``copy_spacing_s`` apart (so that one burst of loss does not take every copy). A
+lost datagram then costs one tick instead of a round trip, for a few bytes in datagrams
+that leave regardless; no datagram is sent just for a copy. The resend timer runs from the
 latest copy (an acknowledgement of a copy cannot come sooner, and resending while it is on
-its way would only start another round of copies); the LOST trigger stays with the
-transmission, so a loss of every copy still resends about a round trip after the last.
+its way would be spurious); the LOST trigger stays with the transmission, so a loss of
+every copy still resends about a round trip after the last.
 
 Window. The receiver buffers at most ``window`` ids past the next one it expects and drops
 anything further ahead as forged. Because a dropped message in an acknowledged datagram
@@ -136,8 +137,9 @@ class ReliableConfig:
     resend_rttvar_factor: float = 2.0
     min_resend_s: float = 0.030
     max_resend_s: float = 1.0
-    #: Early copies of a message (before its resend timeout) that may ride in the spare room
-    #: of datagrams sent anyway, so that one lost datagram costs a tick, not a round trip.
+    #: Early copies of a message (before its resend timeout, in all) that may ride in the
+    #: spare room of datagrams sent anyway, so that one lost datagram costs a tick, not a
+    #: round trip.
     redundant_copies: int = 3
     #: Least time between two transmissions (first, copy) of one message.
     copy_spacing_s: float = 0.015
@@ -236,7 +238,7 @@ class _Outgoing:
         self.last_copy = 0.0  # when it last left, as a transmission or an early copy
         self.frame = -1  # token of the frame that carried it last
         self.due = False  # that frame was reported LOST: resend at the next flush
-        self.copies = 0  # early copies sent since last_sent
+        self.copies = 0  # early copies sent (in all: a resend earns no new ones)
 
 
 class ReliableChannel:
@@ -547,7 +549,6 @@ class ReliableChannel:
             out.last_sent = out.last_copy = now
             out.frame = token
             out.due = False
-            out.copies = 0
         return True
 
     def _on_frame(self, token: int, ids: tuple[int, ...], delivery: Delivery) -> None:

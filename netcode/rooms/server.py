@@ -80,6 +80,7 @@ from netcode.transport.webrtc import (
     DataChannel,
     PeerLink,
     SessionRefused,
+    SignalingLimits,
     SignalingServer,
 )
 from netcode.wire import FrameType
@@ -952,6 +953,7 @@ class RoomServer:
         max_replay_bytes: int = DEFAULT_MAX_REPLAY_BYTES,
         max_topics_per_participant: int = DEFAULT_MAX_TOPICS_PER_PARTICIPANT,
         budgets: PeerBudgets | None = None,
+        signaling_limits: SignalingLimits | None = None,
         dead_after: float = DEFAULT_DEAD_AFTER_S,
         grace_period: float = DEFAULT_GRACE_PERIOD_S,
         impairment: Impairment | Callable[[Claims], Impairment | ImpairedPath | None] | None = None,
@@ -1022,6 +1024,7 @@ class RoomServer:
             ssl=ssl,
             ice_servers=ice_servers,
             cors_origins=cors_origins,
+            limits=signaling_limits,
         )
 
     @property

@@ -35,15 +35,18 @@ import logging
 import os
 import ssl as _ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import attrs
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from netcode.auth import Claims, TokenError, token_error_from_code
+from netcode.core.budget import TokenBucket
 from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import (
@@ -66,6 +69,7 @@ __all__ = [
     "ResumeAuthorize",
     "SessionRefused",
     "SignalingError",
+    "SignalingLimits",
     "SignalingServer",
     "client_ssl_context",
     "connect_peer",
@@ -105,6 +109,22 @@ class SignalingError(ConnectError):
         self.status = status
         #: the server's error code, e.g. ``bad_sdp``
         self.code = code
+
+
+@attrs.frozen
+class SignalingLimits:
+    """Limits on signaling requests, per client address and in all."""
+
+    #: requests a second from one address, and the burst it may use at once
+    requests_per_s: float = 20.0
+    request_burst: float = 200.0
+    #: connections being set up (request to open link) from one address, and in all
+    max_pending_per_address: int = 64
+    max_pending: int = 1024
+    #: seconds a client has to send its whole request body
+    body_timeout_s: float = 10.0
+    #: addresses remembered for rate limiting (least recently seen forgotten first)
+    max_addresses: int = 10_000
 
 
 class SessionRefused(Exception):
@@ -221,6 +241,7 @@ class SignalingServer:
         resume: ResumeAuthorize | None = None,
         ssl: _ssl.SSLContext | None = None,
         cors_origins: Iterable[str] | None = None,
+        limits: SignalingLimits | None = None,
     ) -> None:
         """``include_loopback``: offer a 127.0.0.1 candidate; None (default) does so for
         clients whose signaling request came over loopback.
@@ -229,7 +250,9 @@ class SignalingServer:
         (see :class:`~netcode.transport.ice.IceServer`). ``ssl``: serve HTTPS with this
         context (its certificate chain loaded); the URL becomes ``https://``.
         ``cors_origins``: web origins (``https://game.example.org``, or ``*``) whose pages
-        may call the signaling endpoint; default none.
+        may call the signaling endpoint; default none. ``limits``: per-address request
+        rate and pending connections, and the time a client has to send its request
+        (:class:`SignalingLimits`).
 
         ``impairment``: impair every peer's UDP datagrams at the server, both ways. An
         :class:`~netcode.transport.impair.Impairment` gives each peer its own
@@ -247,6 +270,14 @@ class SignalingServer:
         self._open_timeout_s = open_timeout_s
         self._backlog_limit = lossy_backlog_limit_bytes
         self._impairment = impairment
+        #: per-address limits on requests and pending connections
+        self.limits = limits or SignalingLimits()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._pending: dict[str, int] = {}
+        #: requests refused by the limits (rate, pending), and bodies that came too slowly
+        self.refused_rate = 0
+        self.refused_pending = 0
+        self.slow_bodies = 0
         self._links: set[PeerLink] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._requests: set[asyncio.Task[Any]] = set()
@@ -355,17 +386,63 @@ class SignalingServer:
     async def _handle_connect(self, request: web.Request) -> web.Response:
         if self._stopping:
             return _error(503, "unavailable", "server is stopping")
+        address = request.remote or ""
+        refusal = self._admit(address)
+        if refusal is not None:
+            return refusal
         task = asyncio.current_task()
         if task is not None:
             self._requests.add(task)
+        self._pending[address] = self._pending.get(address, 0) + 1
+        opening = False
         try:
-            return await self._connect(request)
+            response = await self._connect(request)
+            # An answered offer stays pending until its link opens or gives up.
+            opening = response.status == 200
+            return response
         finally:
             self._requests.discard(task)
+            if not opening:
+                self._release(address)
+
+    def _admit(self, address: str) -> web.Response | None:
+        """None if a request from ``address`` may go on; else the refusal to send."""
+        limits = self.limits
+        bucket = self._buckets.get(address)
+        now = time.monotonic()
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(
+                limits.requests_per_s, limits.request_burst, now
+            )
+            while len(self._buckets) > limits.max_addresses:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(address)
+        if not bucket.take(now):
+            self.refused_rate += 1
+            return _error(429, "rate_limited", "too many signaling requests from this address")
+        if (
+            self._pending.get(address, 0) >= limits.max_pending_per_address
+            or sum(self._pending.values()) >= limits.max_pending
+        ):
+            self.refused_pending += 1
+            return _error(429, "too_many_pending", "too many connections being set up")
+        return None
+
+    def _release(self, address: str) -> None:
+        count = self._pending.get(address, 0) - 1
+        if count > 0:
+            self._pending[address] = count
+        else:
+            self._pending.pop(address, None)
 
     async def _connect(self, request: web.Request) -> web.Response:
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            self.slow_bodies += 1
+            return _error(408, "request_timeout", "the request body came too slowly")
         except web.HTTPRequestEntityTooLarge:
             return _error(
                 413, "request_too_large", f"body exceeds {MAX_SIGNALING_BODY_BYTES} bytes"
@@ -440,7 +517,9 @@ class SignalingServer:
             await link.close()
             raise
 
-        task = asyncio.get_running_loop().create_task(self._run_peer(link, claims))
+        task = asyncio.get_running_loop().create_task(
+            self._run_peer(link, claims, request.remote or "")
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return web.json_response(answer)
@@ -457,7 +536,7 @@ class SignalingServer:
     def _forget(self, link: PeerLink) -> None:
         self._links.discard(link)
 
-    async def _run_peer(self, link: PeerLink, claims: Claims) -> None:
+    async def _run_peer(self, link: PeerLink, claims: Claims, address: str = "") -> None:
         try:
             await link.wait_open(self._open_timeout_s)
         except ConnectError as exc:
@@ -465,6 +544,8 @@ class SignalingServer:
             self._links.discard(link)
             await link.close()
             return
+        finally:
+            self._release(address)
         try:
             await self._on_peer(link, claims)
         except asyncio.CancelledError:

@@ -188,8 +188,12 @@ class ServerTrack:
         }
 
     def relay(self, message: bytes | str) -> None:
+        owner = self.owner
+        if not owner.meter.message(owner.connection.now(), len(message)):
+            owner._flooding("data-track messages")
+            return
         self.relayed += 1
-        room = self.owner.room
+        room = owner.room
         for pid, channel in list(self.outbound.items()):
             try:
                 channel.send(message)

@@ -76,6 +76,7 @@ from netcode.transport.webrtc import (
     ConnectError,
     DataChannel,
     PeerLink,
+    SignalingClient,
     SignalingError,
     client_ssl_context,
     connect_peer,
@@ -513,6 +514,8 @@ class Room(EventEmitter):
         self._received = ReceiveCounter()
         self._episode = 0  # drops since connect: resume attempts carry it
         self._lost_at = 0.0
+        # joins and resumes ride one kept-alive HTTP(S) connection when it is still up
+        self._http = SignalingClient()
         #: the impairment acting on this room's UDP datagrams (None: none)
         self.impairment: ImpairedPath | None = None
         #: the server's explanation of the last ERROR it sent
@@ -591,6 +594,7 @@ class Room(EventEmitter):
                     impairment=impairment,
                     ssl=tls,
                     ice_servers=ice,
+                    http=self._http,
                 )
                 self._joined = asyncio.get_running_loop().create_future()
                 writer = self._trace.open()
@@ -1175,6 +1179,7 @@ class Room(EventEmitter):
             name=f"resume{episode}.{number}",
             ssl=self._ssl,
             ice_servers=self._ice_servers,
+            http=self._http,
         )
         adopted: asyncio.Future[bool] = loop.create_future()
 
@@ -1249,6 +1254,8 @@ class Room(EventEmitter):
         if watch_task is not None and watch_task is not asyncio.current_task():
             watch_task.cancel()
         self.events = None
+        http, self._http = self._http, SignalingClient()
+        await http.close()
         if self.connection is not None:
             self.connection.close()
             self.connection = None

@@ -29,6 +29,7 @@ any other origin).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -68,6 +69,7 @@ __all__ = [
     "OnPeer",
     "ResumeAuthorize",
     "SessionRefused",
+    "SignalingClient",
     "SignalingError",
     "SignalingLimits",
     "SignalingServer",
@@ -589,16 +591,48 @@ def _tls_failure(url: str, exc: aiohttp.ClientSSLError) -> ConnectError:
     return ConnectError(f"TLS handshake with signaling server {url} failed: {exc}")
 
 
+class SignalingClient:
+    """An HTTP(S) client that keeps its connection to the signaling server open.
+
+    Pass one to :func:`connect_peer` for every request to the same server (a room's join and
+    its resumes): a later request then rides the open connection, one round trip, instead of
+    paying a new TCP (and TLS) handshake first. Close it when done.
+    """
+
+    def __init__(self, keepalive_s: float = 60.0) -> None:
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """The underlying aiohttp session (created on first use)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(keepalive_timeout=self._keepalive_s)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
 async def _post_offer(
-    url: str, payload: Mapping[str, Any], ssl: _ssl.SSLContext | None = None
+    url: str,
+    payload: Mapping[str, Any],
+    ssl: _ssl.SSLContext | None = None,
+    http: SignalingClient | None = None,
 ) -> dict[str, Any]:
     """POST the offer; return the answer object or raise the matching error."""
     endpoint = url.rstrip("/") + SIGNALING_PATH
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(endpoint, json=payload, ssl=True if ssl is None else ssl) as response,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            if http is None:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+            else:
+                session = http.session()
+            response = await stack.enter_async_context(
+                session.post(endpoint, json=payload, ssl=True if ssl is None else ssl)
+            )
             body = bytearray()
             async for chunk in response.content.iter_chunked(16384):
                 body += chunk
@@ -654,6 +688,7 @@ async def connect_peer(
     resume: Mapping[str, Any] | None = None,
     ssl: _ssl.SSLContext | None = None,
     ca_file: str | os.PathLike[str] | None = None,
+    http: SignalingClient | None = None,
 ) -> PeerLink:
     """Connect to the signaling server at ``url`` (``http(s)://host:port``) with ``token``.
 
@@ -709,7 +744,7 @@ async def connect_peer(
                 request["room"] = room
             if resume is not None:
                 request["resume"] = dict(resume)
-            reply = await _post_offer(url, request, ssl)
+            reply = await _post_offer(url, request, ssl, http)
             stage = "connecting (ICE, DTLS, SCTP)"
             try:
                 await pc.setRemoteDescription(

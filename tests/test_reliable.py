@@ -230,6 +230,18 @@ def test_a_resend_earns_no_new_early_copies() -> None:
     assert s.tx.counters.messages_redundant == 1
 
 
+def test_resends_after_timeouts_back_off() -> None:
+    s = Scripted(ReliableConfig(initial_resend_s=0.1, redundant_copies=0))
+    s.tx.send(b"m")
+    sent_at = []
+    for step in range(90):  # every datagram lost; before the endpoint's 1 s loss timeout
+        now = step / 100
+        if s.from_tx(now):
+            sent_at.append(now)
+    assert sent_at == pytest.approx([0.0, 0.1, 0.3, 0.7], abs=0.011)  # waits 0.1, 0.2, 0.4
+    assert s.tx.counters.messages_resent == 3
+
+
 def test_no_early_copies_when_disabled_or_when_no_frame_goes_out() -> None:
     s = Scripted(ReliableConfig(redundant_copies=0))
     s.tx.send(b"m0")

@@ -43,6 +43,7 @@ from typing import Any
 
 import attrs
 
+from netcode.cli import percent
 from netcode.core import Endpoint, EndpointConfig, FrameReceived, ReliableChannel
 from netcode.transport.memory import LinkConditions, SimulatedLink, SimulatedPath
 from netcode.wire import FrameType
@@ -61,7 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the one-hop model in simulated time instead of the real relay",
     )
-    parser.add_argument("--loss", type=float, default=0.05, help="packet loss each way, 0..1")
+    parser.add_argument(
+        "--loss",
+        type=percent(),
+        default=5.0,
+        metavar="PERCENT",
+        help="packet loss each way, percent (5; 5 or 5%%)",
+    )
     parser.add_argument(
         "--rtt-ms", type=float, default=100.0, help="round-trip time (real: 2 x one-way latency)"
     )
@@ -73,9 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     real = parser.add_argument_group("the real relay (default)")
     real.add_argument("--impair", metavar="SPEC", help="impairment spec, replaces the above")
     real.add_argument("--clients", type=int, default=8, help="bot clients (8)")
-    real.add_argument("--duration", type=float, default=20.0, help="seconds of probes (20)")
+    real.add_argument("--duration", type=float, default=30.0, help="seconds of probes (30)")
     real.add_argument(
-        "--event-interval", type=float, default=0.5, help="s between one bot's probes (0.5)"
+        "--event-interval",
+        type=float,
+        default=1.0,
+        help="s between one bot's probes (1.0, as netcode-load's chat events)",
     )
     real.add_argument("--entities", type=int, default=64, help="replicated movers (64)")
     real.add_argument(
@@ -503,7 +513,7 @@ def run(args: argparse.Namespace) -> int:
         return run_real(args)
     scenario = Scenario(
         events=args.events,
-        loss=args.loss,
+        loss=args.loss / 100,
         rtt_ms=args.rtt_ms,
         jitter_ms=10.0 if args.jitter_ms is None else args.jitter_ms,
         rate_hz=args.rate_hz,
@@ -572,7 +582,7 @@ def real_scenario(args: argparse.Namespace) -> Any:
         impairment = Impairment(
             latency_ms=args.rtt_ms / 2,
             jitter_ms=args.jitter_ms or 0.0,
-            loss=args.loss,
+            loss=args.loss / 100,
             seed=args.seed,
         )
     if args.clients < 2:
@@ -653,4 +663,11 @@ def run_real(args: argparse.Namespace) -> int:
         f"{sctp['flight_bytes_p99']} B, data-channel backlog p99 "
         f"{sctp['channel_backlog_bytes_p99']} B"
     )
+    tick = result["server_tick_ms"]
+    if not tick["held"]:
+        console.print(
+            f"[bold red]the server did not hold its tick rate ({tick['late']} ticks late, "
+            f"{tick['skipped']} skipped): it was short of CPU, and these figures measure "
+            "that; run again on a quieter machine[/]"
+        )
     return 0

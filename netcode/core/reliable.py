@@ -23,7 +23,9 @@ channel. The resend timeout follows the measured round trip::
 
     resend_timeout = clamp(srtt + resend_rttvar_factor * rttvar, min_resend_s, max_resend_s)
 
-(``initial_resend_s`` before the first sample). ``srtt`` already includes the peer's ack
+(``initial_resend_s`` before the first sample), doubled for each resend of the same
+message that a timeout caused (up to 4 s apart), so that a stalled path is not fed every
+queued message again each second. ``srtt`` already includes the peer's ack
 delay, so an acknowledgement normally arrives before the timeout; the variation term keeps
 spurious resends rare, and a spurious resend costs only bytes (the receiver drops the
 duplicate) while a late one costs a tick of latency for every message behind it. The
@@ -218,6 +220,18 @@ _DATAGRAM_ROOM = MAX_DATAGRAM_BYTES - HEADER_BYTES
 _FRAME_OVERHEAD = 3
 
 
+#: Resends of one message back off (x2 each) up to this many seconds apart.
+_MAX_BACKOFF_S = 4.0
+
+
+def _backoff(timeout: float, out: _Outgoing) -> float:
+    """The wait before resending ``out``: doubled per timeout it already had (as TCP's RTO),
+    so a stalled path is not fed a resend of every queued message every second."""
+    if not out.resends:
+        return timeout
+    return min(timeout * (1 << min(out.resends, 8)), max(timeout, _MAX_BACKOFF_S))
+
+
 def _spare_datagram_room(queued_bytes: int) -> int:
     """Room left in the last datagram that ``queued_bytes`` of frames fill (0: none leaves).
 
@@ -230,7 +244,7 @@ def _spare_datagram_room(queued_bytes: int) -> int:
 
 
 class _Outgoing:
-    __slots__ = ("copies", "data", "due", "frame", "last_copy", "last_sent")
+    __slots__ = ("copies", "data", "due", "frame", "last_copy", "last_sent", "resends")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -239,6 +253,7 @@ class _Outgoing:
         self.frame = -1  # token of the frame that carried it last
         self.due = False  # that frame was reported LOST: resend at the next flush
         self.copies = 0  # early copies sent (in all: a resend earns no new ones)
+        self.resends = 0  # resends after a timeout; each doubles the next wait
 
 
 class ReliableChannel:
@@ -343,7 +358,7 @@ class ReliableChannel:
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= window:
                 break  # the receiver might not have room for it yet
-            if out.last_sent is None or out.due or now >= out.last_copy + timeout:
+            if out.last_sent is None or out.due or now >= out.last_copy + _backoff(timeout, out):
                 selected.append((message_id, out))
                 due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
             elif out.copies < config.redundant_copies and now >= out.last_copy + spacing:
@@ -414,7 +429,7 @@ class ReliableChannel:
                 break
             if out.last_sent is None or out.due:
                 return self._last_flush_at
-            deadline = out.last_copy + timeout
+            deadline = out.last_copy + _backoff(timeout, out)
             if copies and out.copies < config.redundant_copies:
                 deadline = min(deadline, out.last_copy + config.copy_spacing_s)
             if earliest is None or deadline < earliest:
@@ -537,7 +552,7 @@ class ReliableChannel:
         for _, out in batch:
             if out.last_sent is None:
                 counters.messages_sent += 1
-            elif not out.due and now < out.last_copy + timeout:
+            elif not out.due and now < out.last_copy + _backoff(timeout, out):
                 # An early copy: the LOST trigger stays with the transmission it copies;
                 # the resend timer runs from the latest copy.
                 counters.messages_redundant += 1
@@ -546,6 +561,8 @@ class ReliableChannel:
                 continue
             else:
                 counters.messages_resent += 1
+                if not out.due:
+                    out.resends += 1  # a timeout, not a LOST report
             out.last_sent = out.last_copy = now
             out.frame = token
             out.due = False

@@ -146,9 +146,12 @@ class ArenaClient:
 
     # -- connection -----------------------------------------------------------------------
 
-    async def connect(self, url: str, token: str, *, timeout: float = 10.0) -> None:
-        """Join the arena (raises a TokenError subclass or ConnectError on failure)."""
-        await self.room.connect(url, token, topics=SUBSCRIBED_TOPICS, timeout=timeout)
+    async def connect(self, url: str, token: str, *, timeout: float = 10.0, **options: Any) -> None:
+        """Join the arena (raises a TokenError subclass or ConnectError on failure).
+
+        ``options`` go to :meth:`~netcode.rooms.Room.connect` (``ca_file``, ``ice_servers``...).
+        """
+        await self.room.connect(url, token, topics=SUBSCRIBED_TOPICS, timeout=timeout, **options)
         self.impairment = LinkImpairment(self.room, seed=self.seed)
 
     async def close(self) -> None:

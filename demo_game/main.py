@@ -31,6 +31,7 @@ from demo_game.embedded import EmbeddedArena
 from demo_game.input import InputHandler
 from demo_game.render import DEFAULT_SIZE, Renderer
 from netcode.auth import TokenError
+from netcode.cli import add_client_network_arguments, client_network_options, percent
 from netcode.transport.impair import Impairment
 from netcode.transport.webrtc import ConnectError
 
@@ -58,7 +59,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--screenshot", metavar="PATH", help="save the last frame as a PNG")
     parser.add_argument("--net-graph", action="store_true", help="start with the net graph on")
     parser.add_argument("--latency", type=float, default=0, help="simulated extra RTT, ms")
-    parser.add_argument("--loss", type=float, default=0, help="simulated loss, 0..0.5")
+    parser.add_argument(
+        "--loss",
+        type=percent(50),
+        default=0.0,
+        metavar="PERCENT",
+        help="simulated loss on the lossy channel, percent 0..50 (5 or 5%%)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
     parser.add_argument(
         "--trace", metavar="FILE", help="record the embedded server's trace (see netcode-trace)"
@@ -70,7 +77,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(e.g. latency=50,loss=5%%,seed=1; keys: latency jitter loss dup reorder bw seed "
         "blackout)",
     )
+    add_client_network_arguments(parser)
     args = parser.parse_args(argv)
+    args.network = client_network_options(parser, args)
     args.impairment = None
     if args.impair is not None:
         try:
@@ -85,8 +94,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--connect needs --token (make one with netcode-token --room arena ...)")
     if args.token and not args.connect:
         parser.error("--token goes with --connect URL")
-    if not 0 <= args.loss <= 0.5 or not 0 <= args.latency <= 500:
-        parser.error("--latency must be within 0..500 ms and --loss within 0..0.5")
+    if not 0 <= args.latency <= 500:
+        parser.error(f"--latency must be within 0..500 ms, not {args.latency:g}")
     if args.headless and args.duration is None:
         args.duration = 10.0
     return args
@@ -165,7 +174,7 @@ async def _play(
             client.room.connect, impairment=args.impairment
         )
     try:
-        await client.connect(url, token)
+        await client.connect(url, token, **args.network)
     except TokenError as exc:
         print(f"error: the server refused the token: {exc}", file=sys.stderr)
         return 2
@@ -174,7 +183,7 @@ async def _play(
         return 2
     print(f"joined room 'arena' on {url} as {client.identity}", flush=True)
     handler = InputHandler(show_net_graph=args.net_graph)
-    handler.sim_latency_ms, handler.sim_loss = int(args.latency), float(args.loss)
+    handler.sim_latency_ms, handler.sim_loss = int(args.latency), args.loss / 100
     renderer = Renderer(DEFAULT_SIZE)
     reporter = _Reporter(client)
     loop = asyncio.get_running_loop()

@@ -1,6 +1,7 @@
 """The authoritative arena server: netcode's game host running :class:`demo_game.sim.World`.
 
     netcode-demo-server [--host H] [--port P] [--api-key K --api-secret S | --dev]
+                        [--tls-cert PEM --tls-key PEM] [--ice-server URL] ...
 
 Theory of operation
 -------------------
@@ -67,7 +68,17 @@ from demo_game.sim import (
     apply_input,
     sanitize_chat,
 )
-from netcode.cli import make_token
+from netcode.cli import (
+    add_logging_arguments,
+    add_server_network_arguments,
+    check_secret_argument,
+    configure_logging,
+    make_token,
+    port,
+    positive_seconds,
+    seconds,
+    server_network_options,
+)
 from netcode.rooms import RoomServer, ServerParticipant, ServerRoom
 from netcode.rooms.host import GameHost
 
@@ -275,12 +286,15 @@ async def start_arena(
     port: int = 0,
     seed: int = 1,
     trace: str | None = None,
+    **server_options: Any,
 ) -> tuple[RoomServer, ArenaServer]:
     """A started room server with the arena attached to room ``arena``.
 
-    ``trace``: a file to record the server's trace in (see ``netcode-trace``).
+    ``trace``: a file to record the server's trace in (see ``netcode-trace``);
+    ``server_options`` go to :class:`~netcode.rooms.RoomServer` (``ssl``, ``ice_servers``,
+    ``cors_origins``, ``dead_after``...).
     """
-    server = RoomServer(api_key, api_secret, trace=trace)
+    server = RoomServer(api_key, api_secret, trace=trace, **server_options)
     await server.start(host, port)
     arena = ArenaServer(seed=seed)
     arena.attach(server.room(ROOM_NAME))
@@ -304,10 +318,13 @@ async def _serve(args: argparse.Namespace, ready: str) -> None:
         port=args.port,
         seed=args.seed,
         trace=args.trace,
+        dead_after=args.dead_after,
+        grace_period=args.grace_period,
+        **args.network,
     )
     print(f"netcode-demo-server: room {ROOM_NAME!r} on {server.url}", flush=True)
     if ready:
-        print(ready, flush=True)
+        print(ready.replace("{url}", server.url), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -331,21 +348,64 @@ async def _serve(args: argparse.Namespace, ready: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``netcode-demo-server``: host the arena; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="netcode-demo-server", description="Host the netcode demo arena (room 'arena')."
+        prog="netcode-demo-server",
+        description="Host the netcode demo arena (room 'arena') for others to join with "
+        "netcode-demo --connect URL --token T. Deploying on the internet: docs/DEPLOY.md.",
     )
-    parser.add_argument("--host", default=os.environ.get("NETCODE_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("NETCODE_PORT", "7880")))
-    parser.add_argument("--api-key", default=os.environ.get("NETCODE_API_KEY"))
-    parser.add_argument("--api-secret", default=os.environ.get("NETCODE_API_SECRET"))
     parser.add_argument(
-        "--dev", action="store_true", help="make up a key and secret if none given; print tokens"
+        "--host",
+        default=os.environ.get("NETCODE_HOST", "127.0.0.1"),
+        help="bind address (127.0.0.1; 0.0.0.0 for every interface; default $NETCODE_HOST)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    parser.add_argument(
+        "--port",
+        type=port,
+        default=os.environ.get("NETCODE_PORT", "7880"),
+        help="signaling port, TCP (7880; 0 picks a free one; default $NETCODE_PORT)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("NETCODE_API_KEY"),
+        help="API key (default: $NETCODE_API_KEY)",
+    )
+    parser.add_argument(
+        "--api-secret",
+        default=os.environ.get("NETCODE_API_SECRET"),
+        help="API secret, at least 32 characters (default: $NETCODE_API_SECRET)",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: make up a key and secret if none given, print a join command",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="world seed (1)")
     parser.add_argument("--trace", metavar="FILE", help="record the server's trace (JSON lines)")
-    parser.add_argument("--stats-every", type=float, default=10.0, help="seconds between logs")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--stats-every",
+        type=positive_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds between status lines (10)",
+    )
+    parser.add_argument(
+        "--dead-after",
+        type=positive_seconds,
+        default=3.0,
+        metavar="S",
+        help="seconds without a datagram before a player's link counts as dead (3)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=seconds,
+        default=20.0,
+        metavar="S",
+        help="seconds a dropped player's session is held for it to resume (20)",
+    )
+    add_server_network_arguments(parser)
+    add_logging_arguments(parser, default="WARNING")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    args.network = server_network_options(parser, args)
+    configure_logging(args.log_level)
     ready = ""
     if args.dev:
         args.api_key = args.api_key or "devkey"
@@ -355,10 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"development key:    {args.api_key}\n"
             f"development secret: {args.api_secret}\n"
             "join with (more tokens: netcode-token --room arena --identity NAME ...):\n"
-            f"  netcode-demo --connect http://{args.host}:{args.port} --token {token}"
+            "  netcode-demo --connect {url} --token " + token
         )
     if not args.api_key or not args.api_secret:
         parser.error("--api-key and --api-secret (or NETCODE_API_KEY/SECRET, or --dev) needed")
+    check_secret_argument(parser, args.api_secret)
     try:
         asyncio.run(_serve(args, ready))
     except OSError as exc:

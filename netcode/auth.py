@@ -47,6 +47,7 @@ __all__ = [
     "TokenVerifier",
     "UnknownApiKey",
     "WrongRoom",
+    "check_api_secret",
     "token_error_from_code",
     "verify_token",
 ]
@@ -56,6 +57,22 @@ DEFAULT_TTL = timedelta(hours=6)
 
 #: Longest identity accepted, in characters.
 MAX_IDENTITY_CHARS = 256
+
+#: Shortest API secret accepted: HS256 wants a key of at least 256 bits (RFC 7518 3.2), and
+#: a shorter secret can be brute-forced from any token signed with it.
+MIN_SECRET_CHARS = 32
+
+
+def check_api_secret(api_secret: str) -> str:
+    """Return ``api_secret``, or raise ValueError if it is shorter than MIN_SECRET_CHARS."""
+    if not isinstance(api_secret, str) or len(api_secret) < MIN_SECRET_CHARS:
+        got = len(api_secret) if isinstance(api_secret, str) else type(api_secret).__name__
+        raise ValueError(
+            f"api_secret must be at least {MIN_SECRET_CHARS} characters, got {got}; make one "
+            "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return api_secret
+
 
 #: Longest token accepted by the verifier; a real token is a few hundred bytes, so anything
 #: much larger is refused before any parsing (the token arrives from the network).
@@ -250,14 +267,14 @@ class AccessToken:
     ...     .to_jwt()
     ... )
 
-    The secret should be at least 32 bytes (HS256; PyJWT warns about shorter keys).
+    The secret must be at least 32 characters (:data:`MIN_SECRET_CHARS`; ValueError).
     """
 
     def __init__(self, api_key: str, api_secret: str) -> None:
-        if not api_key or not api_secret:
-            raise ValueError("api_key and api_secret must be non-empty")
+        if not api_key:
+            raise ValueError("api_key must be non-empty")
         self._api_key = api_key
-        self._api_secret = api_secret
+        self._api_secret = check_api_secret(api_secret)
         self._identity = ""
         self._name = ""
         self._metadata = ""
@@ -284,7 +301,7 @@ class AccessToken:
         if not isinstance(ttl, timedelta):
             ttl = timedelta(seconds=ttl)
         if ttl <= timedelta(0):
-            raise ValueError(f"ttl must be positive, got {ttl}")
+            raise ValueError(f"ttl must be positive seconds, got {ttl.total_seconds():g} s")
         self._ttl = ttl
         return self
 
@@ -336,7 +353,8 @@ class TokenVerifier:
     """
 
     def __init__(self, api_key: str, api_secret: str, *, leeway_s: float = DEFAULT_LEEWAY_S):
-        self._secrets: dict[str, str] = {api_key: api_secret}
+        """Raises ValueError for a secret shorter than :data:`MIN_SECRET_CHARS`."""
+        self._secrets: dict[str, str] = {api_key: check_api_secret(api_secret)}
         self._leeway_s = leeway_s
 
     @classmethod
@@ -347,7 +365,7 @@ class TokenVerifier:
         if not secrets:
             raise ValueError("a TokenVerifier needs at least one API key")
         verifier = cls.__new__(cls)
-        verifier._secrets = dict(secrets)
+        verifier._secrets = {key: check_api_secret(secret) for key, secret in secrets.items()}
         verifier._leeway_s = leeway_s
         return verifier
 

@@ -1,4 +1,8 @@
-"""Commands: ``netcode-server`` (a room server) and ``netcode-token`` (an access token)."""
+"""Commands: ``netcode-server`` (a room server) and ``netcode-token`` (an access token).
+
+The argument helpers here (TLS, ICE servers, CORS, loss percentages, logging) are shared by
+every command of the project, so an option means the same everywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,182 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from netcode.auth import AccessToken, Grants
+from netcode.auth import MIN_SECRET_CHARS, AccessToken, Grants, check_api_secret
 
-__all__ = ["server_main", "token_main"]
+__all__ = [
+    "add_client_network_arguments",
+    "add_logging_arguments",
+    "add_server_network_arguments",
+    "check_secret_argument",
+    "client_network_options",
+    "configure_logging",
+    "make_token",
+    "percent",
+    "port",
+    "positive_seconds",
+    "seconds",
+    "server_main",
+    "server_network_options",
+    "token_main",
+]
 
 DEV_API_KEY = "devkey"
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level`` to stderr; aioice's per-candidate INFO lines only at DEBUG.
+
+    aioice logs about a dozen INFO lines per connection (each candidate pair's state
+    changes), which would bury the server's own INFO lines.
+    """
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if logging.getLevelName(level.upper()) > logging.DEBUG:
+        logging.getLogger("aioice").setLevel(logging.WARNING)
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser, default: str = "INFO") -> None:
+    """``--log-level`` (one of DEBUG, INFO, WARNING, ERROR)."""
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        help=f"logging level ({default}; DEBUG adds aioice's ICE details)",
+    )
+
+
+def percent(max_percent: float = 100.0) -> Callable[[str], float]:
+    """An argparse type: a percentage in 0..``max_percent``, as ``5`` or ``5%`` (returns 5.0).
+
+    Every command's ``--loss`` is a percentage: ``--loss 5`` and ``--loss 5%`` are 5%.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip().removesuffix("%"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a percentage (write 5 or 5%)"
+            ) from None
+        if not 0 <= value <= max_percent:
+            raise argparse.ArgumentTypeError(f"{text} is not within 0..{max_percent:g}%")
+        return value
+
+    parse.__name__ = "percentage"  # argparse names the type so in its error message
+    return parse
+
+
+def _ice_server(text: str) -> Any:
+    from netcode.transport.ice import IceServer
+
+    try:
+        return IceServer.from_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_ice_argument(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument(
+        "--ice-server",
+        dest="ice_servers",
+        action="append",
+        type=_ice_server,
+        metavar="URL",
+        help=f"STUN or TURN server for {whose}, repeatable: stun:HOST[:PORT] or "
+        "turn:USER:PASS@HOST[:PORT][?transport=tcp] (default: $NETCODE_ICE_SERVERS, URLs "
+        "separated by spaces; aiortc uses the first STUN and the first TURN server)",
+    )
+
+
+def _ice_servers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Any]:
+    if args.ice_servers is not None:
+        return list(args.ice_servers)
+    from netcode.transport.ice import ice_servers_from_env
+
+    try:
+        return list(ice_servers_from_env())
+    except ValueError as exc:
+        parser.error(f"$NETCODE_ICE_SERVERS: {exc}")
+
+
+def add_server_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tls-cert``, ``--tls-key``, ``--ice-server`` and ``--cors-origin``."""
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=_env("NETCODE_TLS_CERT"),
+        help="serve HTTPS with this certificate chain (PEM; default $NETCODE_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=_env("NETCODE_TLS_KEY"),
+        help="the certificate's private key (PEM; default $NETCODE_TLS_KEY)",
+    )
+    _add_ice_argument(parser, "the server's end of each connection")
+    parser.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="web origin whose pages may call the signaling endpoint, repeatable, e.g. "
+        "https://game.example.org, or * for any (default: $NETCODE_CORS_ORIGINS, separated "
+        "by spaces; none)",
+    )
+
+
+def server_network_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``ssl``, ``ice_servers`` and ``cors_origins`` for RoomServer, or a usage error."""
+    context = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"--tls-cert/--tls-key: cannot load {args.tls_cert}: {exc}")
+    origins = args.cors_origins
+    if origins is None:
+        origins = (_env("NETCODE_CORS_ORIGINS") or "").split()
+    from netcode.transport.signaling import _check_origin
+
+    for origin in origins:
+        try:
+            _check_origin(origin)
+        except ValueError as exc:
+            parser.error(f"--cors-origin: {exc}")
+    return {"ssl": context, "ice_servers": _ice_servers(parser, args), "cors_origins": origins}
+
+
+def add_client_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ca-file`` and ``--ice-server``, for commands that join a server."""
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        default=_env("NETCODE_CA_FILE"),
+        help="trust this certificate (PEM) for an https:// server with a self-signed or "
+        "private-CA certificate (default: $NETCODE_CA_FILE; else the system's CAs)",
+    )
+    _add_ice_argument(parser, "this client")
+
+
+def client_network_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``ca_file`` and ``ice_servers`` for Room.connect, or a usage error."""
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        parser.error(f"--ca-file: no such file: {args.ca_file}")
+    return {"ca_file": args.ca_file or None, "ice_servers": _ice_servers(parser, args)}
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -32,8 +203,16 @@ def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-secret",
         default=_env("NETCODE_API_SECRET"),
-        help="API secret, at least 32 characters (default: $NETCODE_API_SECRET)",
+        help=f"API secret, at least {MIN_SECRET_CHARS} characters (default: $NETCODE_API_SECRET)",
     )
+
+
+def check_secret_argument(parser: argparse.ArgumentParser, api_secret: str) -> None:
+    """A usage error if ``api_secret`` is too short."""
+    try:
+        check_api_secret(api_secret)
+    except ValueError as exc:
+        parser.error(f"--api-secret: {exc}")
 
 
 def make_token(
@@ -70,13 +249,16 @@ def token_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--room", required=True, help="room the token may join")
     parser.add_argument("--name", default="", help="display name")
     parser.add_argument("--metadata", default="", help="participant metadata")
-    parser.add_argument("--ttl", type=float, default=6 * 3600, help="seconds valid (6 h)")
+    parser.add_argument(
+        "--ttl", type=_ttl_seconds, default=6 * 3600, help="seconds valid (21600: 6 h)"
+    )
     parser.add_argument("--no-publish", action="store_true", help="deny can_publish_data")
     parser.add_argument("--no-subscribe", action="store_true", help="deny can_subscribe")
     parser.add_argument("--admin", action="store_true", help="grant room_admin")
     args = parser.parse_args(argv)
     if not args.api_key or not args.api_secret:
         parser.error("--api-key and --api-secret (or NETCODE_API_KEY/SECRET) are required")
+    check_secret_argument(parser, args.api_secret)
     try:
         print(
             make_token(
@@ -118,7 +300,8 @@ async def _serve(
         print("netcode-server stopped", flush=True)
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """An argparse type: seconds in 0..86400."""
     try:
         value = float(text)
     except ValueError:
@@ -128,8 +311,32 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
+def _ttl_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text} must be more than 0 and at most {366 * 86400} seconds (366 days)"
+        )
+    return value
+
+
+def port(text: str) -> int:
+    """An argparse type: a port number in 0..65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port in 0..65535")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: seconds in (0, 86400)."""
+    value = seconds(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
     return value
@@ -137,11 +344,20 @@ def _positive_seconds(text: str) -> float:
 
 def server_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="netcode-server", description="Run a netcode room server (WebRTC, HTTP signaling)."
+        prog="netcode-server",
+        description="Run a netcode room server (WebRTC data channels, HTTP(S) signaling). "
+        "Deploying on the internet: docs/DEPLOY.md.",
     )
-    parser.add_argument("--host", default=_env("NETCODE_HOST", "127.0.0.1"), help="bind address")
     parser.add_argument(
-        "--port", type=int, default=int(_env("NETCODE_PORT", "7880") or 7880), help="HTTP port"
+        "--host",
+        default=_env("NETCODE_HOST", "127.0.0.1"),
+        help="bind address (127.0.0.1; 0.0.0.0 for every interface; default $NETCODE_HOST)",
+    )
+    parser.add_argument(
+        "--port",
+        type=port,
+        default=_env("NETCODE_PORT", "7880"),
+        help="signaling port, TCP (7880; 0 picks a free one; default $NETCODE_PORT)",
     )
     _add_key_arguments(parser)
     parser.add_argument(
@@ -151,21 +367,23 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--dead-after",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=3.0,
         metavar="S",
         help="seconds without a datagram before a client's link counts as dead (3)",
     )
     parser.add_argument(
         "--grace-period",
-        type=_seconds,
+        type=seconds,
         default=20.0,
         metavar="S",
         help="seconds a dropped client's session is held for it to resume (20)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    add_server_network_arguments(parser)
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    network = server_network_options(parser, args)
+    configure_logging(args.log_level)
     ready = ""
     if args.dev:
         args.api_key = args.api_key or DEV_API_KEY
@@ -180,6 +398,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "--api-key and --api-secret (or NETCODE_API_KEY/SECRET, or --dev) are required"
         )
+    check_secret_argument(parser, args.api_secret)
     try:
         asyncio.run(
             _serve(
@@ -190,6 +409,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
                 ready,
                 dead_after=args.dead_after,
                 grace_period=args.grace_period,
+                **network,
             )
         )
     except OSError as exc:

@@ -25,7 +25,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="netcode-bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="netcode-bench", description="netcode's benchmarks, one subcommand each."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="BENCHMARK")
     modules = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():

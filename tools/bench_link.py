@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+from netcode.cli import percent
 from netcode.core import DatagramAcked, DatagramLost, EndpointConfig
 from netcode.transport.memory import LinkConditions, client_and_server
 from netcode.wire import FrameType, decode_datagram_untrusted
@@ -21,9 +22,19 @@ from netcode.wire import FrameType, decode_datagram_untrusted
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datagrams", type=int, default=10_000, help="datagrams each way")
-    parser.add_argument("--loss", type=float, default=0.05, help="loss probability (0.05)")
-    parser.add_argument("--reorder", type=float, default=0.20, help="reorder probability")
-    parser.add_argument("--duplicate", type=float, default=0.05, help="duplication probability")
+    parser.add_argument(
+        "--loss", type=percent(), default=5.0, metavar="PERCENT", help="loss, percent (5)"
+    )
+    parser.add_argument(
+        "--reorder", type=percent(), default=20.0, metavar="PERCENT", help="reordered, percent (20)"
+    )
+    parser.add_argument(
+        "--duplicate",
+        type=percent(),
+        default=5.0,
+        metavar="PERCENT",
+        help="duplicated, percent (5)",
+    )
     parser.add_argument("--latency-ms", type=float, default=50.0, help="one-way latency")
     parser.add_argument("--jitter-ms", type=float, default=20.0, help="one-way jitter (+-)")
     parser.add_argument("--rate-hz", type=float, default=100.0, help="datagrams per second")
@@ -35,9 +46,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     conditions = LinkConditions(
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
-        loss=args.loss,
-        duplicate=args.duplicate,
-        reorder=args.reorder,
+        loss=args.loss / 100,
+        duplicate=args.duplicate / 100,
+        reorder=args.reorder / 100,
     )
     config = EndpointConfig(initial_sequence=0xFFFF - args.datagrams // 2, ping_interval=0.25)
     pair = client_and_server(conditions, seed=args.seed, config=config)
@@ -71,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "lost": len(lost),
         "acked_but_not_received": len(set(acked) - received),
         "crossed_wrap": any(s < 1000 for s in acked) and any(s > 60000 for s in acked),
-        "configured_loss": args.loss,
+        "configured_loss": args.loss / 100,
         "link_dropped_fraction": round(path.lost / path.sent, 4),
         "loss_estimate": round(stats.loss, 4),
         "rtt_ms": round(stats.rtt_ms or 0.0, 1),

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from netcode.cli import percent
 from netcode.replication import Receipt, SnapshotDecoder, SnapshotEncoder, World
 from netcode.replication.schema import EntitySchema, FloatCodec, QuatCodec
 from netcode.wire import HEADER_BYTES
@@ -33,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene", action="append", choices=sorted(SCENES), help="default: all")
     parser.add_argument("--seconds", type=float, default=10.0, help="simulated seconds per scene")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds left out of figures")
-    parser.add_argument("--loss", type=float, default=0.0, help="percent of parts lost")
+    parser.add_argument(
+        "--loss",
+        type=percent(),
+        default=0.0,
+        metavar="PERCENT",
+        help="parts lost, percent (0; 5 or 5%%)",
+    )
     parser.add_argument("--ack-delay-ms", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="one JSON object per scene")

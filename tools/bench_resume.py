@@ -28,7 +28,7 @@ import statistics
 import time
 from typing import Any
 
-from netcode.cli import make_token
+from netcode.cli import make_token, percent
 from netcode.rooms import Room, RoomServer
 from netcode.transport.impair import ImpairedPath, Impairment
 
@@ -42,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency", type=float, default=50.0, metavar="MS", help="one-way latency (50 ms)"
     )
     parser.add_argument(
-        "--loss", type=float, default=0.0, metavar="PERCENT", help="loss each way, percent (0)"
+        "--loss",
+        type=percent(),
+        default=0.0,
+        metavar="PERCENT",
+        help="loss each way, percent (0; 5 or 5%%)",
     )
     parser.add_argument(
         "--blackout", type=float, default=2.0, metavar="S", help="blackout length (2 s)"
@@ -111,8 +115,6 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")
-    if not 0 <= args.loss <= 100:
-        raise SystemExit(f"--loss is a percentage in 0..100, not {args.loss}")
     logging.getLogger("aioice").setLevel(logging.WARNING)
     result = asyncio.run(_measure(args))
     if args.json:

@@ -37,7 +37,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from netcode.cli import make_token
+from netcode.cli import (
+    add_client_network_arguments,
+    check_secret_argument,
+    client_network_options,
+    make_token,
+)
 from netcode.replication.clock import ServerClock, TickTimeline
 from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
 from netcode.replication.wire import decode_part_header_untrusted
@@ -162,11 +167,13 @@ async def connect_bots(
     room_name: str,
     full_every: int = 4,
     impairment: Impairment | None = None,
+    **connect_options: Any,
 ) -> tuple[list[Bot], float]:
     """Connect ``clients`` bots (in small batches: each DTLS handshake costs CPU).
 
     Every ``full_every``-th bot decodes its snapshots fully (see :class:`Bot`).
     ``impairment`` impairs each bot's own connection, both ways (each its own random path).
+    ``connect_options`` go to ``Room.connect`` (``ca_file``, ``ice_servers``...).
     """
     bots = [Bot(i, LOAD_REGISTRY, full=i % full_every == 0) for i in range(clients)]
     started = time.perf_counter()
@@ -180,6 +187,7 @@ async def connect_bots(
                     impairment=None
                     if impairment is None
                     else ImpairedPath(impairment, salt=f"bot{b.index}"),
+                    **connect_options,
                 )
                 for b in batch
             )
@@ -326,6 +334,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             full_every=args.full_every,
             # against a server of our own, the server impairs; else each bot its own path
             impairment=impairment if server is None else None,
+            **(getattr(args, "network", {}) if server is None else {}),
         )
         await asyncio.sleep(0.5)  # let every client receive its first snapshots
         if server is not None:
@@ -394,7 +403,10 @@ async def find_max(args: argparse.Namespace, say: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="netcode-load", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="netcode-load",
+        description="N headless bot clients against a server over real WebRTC.",
+    )
     parser.add_argument("--clients", type=int, default=8, help="bot clients (8)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured (20)")
     parser.add_argument("--tick-rate", type=float, default=30.0, help="server tick rate (30)")
@@ -422,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         "--impair-seed", type=int, default=None, help="seed of the impairment (overrides SPEC's)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_client_network_arguments(parser)
     args = parser.parse_args(argv)
+    args.network = client_network_options(parser, args)
     args.impairment = None
     if args.impair is not None or args.impair_seed is not None:
         try:
@@ -434,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         args.impairment = impairment
     if args.url and not (args.api_key and args.api_secret):
         parser.error("--url needs --api-key and --api-secret (or NETCODE_API_KEY/SECRET)")
+    if args.url:
+        check_secret_argument(parser, args.api_secret)
     if args.clients < 1 or args.duration <= 0:
         parser.error("--clients must be at least 1 and --duration positive")
 

@@ -746,7 +746,7 @@ def _plot_rtt_loss(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="netcode-trace", description=(__doc__ or "").splitlines()[0].strip("`: ")
+        prog="netcode-trace", description="Summarise a netcode trace and plot it."
     )
     parser.add_argument("file", metavar="FILE", help="a trace written by netcode.trace")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

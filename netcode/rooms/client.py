@@ -56,6 +56,7 @@ from netcode.rooms.protocol import (
     dispatch_message_untrusted,
     encode_lossy_up,
     encode_message,
+    identity_list,
     track_options,
 )
 from netcode.rooms.rpc import RpcClient, RpcHandler
@@ -280,10 +281,13 @@ class LocalParticipant:
         payload: bytes | str,
         *,
         reliable: bool = True,
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         topic: str = "",
     ) -> None:
         """Send a data packet to the room, or to the participants named.
+
+        ``destination_identities``: a list of identities (or one identity as a str);
+        default: everyone. Named identities not in the room receive nothing.
 
         Reliable packets (at most 15 KiB) arrive complete and in order; lossy ones (one
         datagram, or up to MAX_LOSSY_PAYLOAD_BYTES in fragments lost whole if one is lost)
@@ -366,7 +370,7 @@ class LocalParticipant:
         text: str,
         *,
         topic: str = "",
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         on_progress: StreamProgress | None = None,
     ) -> StreamInfo:
         """Send ``text`` as a stream (any length up to MAX_STREAM_BYTES of UTF-8).
@@ -389,7 +393,7 @@ class LocalParticipant:
         name: str = "",
         mime_type: str = "application/octet-stream",
         topic: str = "",
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         on_progress: StreamProgress | None = None,
     ) -> StreamInfo:
         """Send ``data`` as a byte stream (see send_text)."""
@@ -409,7 +413,7 @@ class LocalParticipant:
         topic: str = "",
         name: str | None = None,
         mime_type: str | None = None,
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         on_progress: StreamProgress | None = None,
     ) -> StreamInfo:
         """Send a file as a byte stream, with its name and MIME type (see send_text)."""
@@ -717,13 +721,14 @@ class Room(EventEmitter):
             with contextlib.suppress(ChannelNotOpen):
                 link.send_reliable(message)  # else it waits in the replay log
 
-    def _destination_pids(self, identities: Iterable[str]) -> list[int] | None:
+    def _destination_pids(self, identities: str | Iterable[str]) -> list[int] | None:
         """The pids of the named participants present ([] when none were named: everyone).
 
         None when identities were named but none is in the room: as in LiveKit, an identity
-        not in the room receives nothing, so the packet goes nowhere.
+        not in the room receives nothing, so the packet goes nowhere. A str alone is one
+        identity.
         """
-        named = list(identities)  # once: a generator would be empty on a second pass
+        named = identity_list(identities)
         pids = [p.pid for i in named if (p := self.remote_participants.get(i)) is not None]
         return None if named and not pids else pids
 
@@ -732,9 +737,12 @@ class Room(EventEmitter):
         self._send(Kind.EXTENSION, channel=channel, pid=0, body=body)
 
     def send_event(
-        self, event: Any, *, destination_identities: Iterable[str] = (), topic: str = ""
+        self, event: Any, *, destination_identities: str | Iterable[str] = (), topic: str = ""
     ) -> None:
         """Send a game event: delivered exactly once and in order, quickly even under loss.
+
+        ``destination_identities``: the participants to send to (a list, or one identity as
+        a str); default everyone.
 
         Raises SendQueueFull when events are sent faster than the link drains them.
         """
@@ -791,7 +799,7 @@ class Room(EventEmitter):
         self,
         payload: bytes | str,
         reliable: bool,
-        destination_identities: Iterable[str],
+        destination_identities: str | Iterable[str],
         topic: str,
     ) -> None:
         self._require_link()

@@ -55,7 +55,7 @@ import secrets
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -294,10 +294,17 @@ class GameHost(RoomHost):
             client.inputs.last_applied = tick
 
     def send_event(
-        self, event: Any, *, topic: str = "", destinations: list[ServerParticipant] | None = None
+        self,
+        event: Any,
+        *,
+        topic: str = "",
+        destinations: ServerParticipant | Iterable[ServerParticipant] | None = None,
     ) -> None:
-        """Send a game event to everyone (or to ``destinations``), reliably and in order."""
+        """Send a game event to everyone (or to ``destinations``: participants, or one
+        participant alone), reliably and in order."""
         if self.room is not None:
+            if isinstance(destinations, ServerParticipant):
+                destinations = [destinations]
             pids = [p.pid for p in destinations] if destinations is not None else []
             if destinations is not None and not pids:
                 return

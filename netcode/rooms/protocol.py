@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from construct import (
@@ -56,6 +56,7 @@ __all__ = [
     "encode_lossy_down",
     "encode_lossy_up",
     "encode_message",
+    "identity_list",
     "lossy_down_header_bytes",
     "lossy_up_header_bytes",
     "track_options",
@@ -121,6 +122,23 @@ TRACK_OPTIONS = Struct(
     "has_max_retransmits" / Flag,
     "max_retransmits" / If(this.has_max_retransmits, Int16ub),
 )
+
+
+def identity_list(identities: str | Iterable[str]) -> list[str]:
+    """``destination_identities`` as a list; a single str is one identity.
+
+    LiveKit takes a list; a str passed alone would otherwise be read as its letters, each
+    an identity nobody has, and the packet would silently go nowhere.
+    """
+    if isinstance(identities, str):
+        return [identities]
+    named = list(identities)  # once: a generator would be empty on a second pass
+    for identity in named:
+        if not isinstance(identity, str):
+            raise TypeError(
+                f"destination_identities holds identities (str), not {type(identity).__name__}"
+            )
+    return named
 
 
 def track_options(

@@ -66,6 +66,7 @@ from netcode.rooms.protocol import (
     dispatch_message_untrusted,
     encode_lossy_down,
     encode_message,
+    identity_list,
     track_options,
 )
 from netcode.rooms.rpc import RpcRouter
@@ -828,11 +829,35 @@ class ServerRoom:
                 # (a sender's own flood is bounded by its own queue, on the way in).
                 target._slow_consumer("its game-event queue is full")
 
+    def _wanted(
+        self, pids: int | Iterable[int], identities: str | Iterable[str]
+    ) -> set[int] | None:
+        """The pids named (empty: everyone); None if only identities not here were named."""
+        wanted = {pids} if isinstance(pids, int) else set(pids)
+        named = identity_list(identities)
+        if named:
+            present = {p.pid for p in self.participants.values() if p.identity in named}
+            if not present and not wanted:
+                return None
+            wanted |= present
+        return wanted
+
     def send_event(
-        self, event: Any, *, topic: str = "", destination_pids: Iterable[int] = ()
+        self,
+        event: Any,
+        *,
+        topic: str = "",
+        destination_pids: int | Iterable[int] = (),
+        destination_identities: str | Iterable[str] = (),
     ) -> None:
-        """Send a game event from the server itself (sender pid 0), reliably and in order."""
-        wanted = set(destination_pids)
+        """Send a game event from the server itself (sender pid 0), reliably and in order.
+
+        Destinations (default everyone): pids, identities, or both; a single pid or a single
+        identity (str) may be given alone.
+        """
+        wanted = self._wanted(destination_pids, destination_identities)
+        if wanted is None:
+            return
         for target in list(self.participants.values()):
             if (not wanted or target.pid in wanted) and target.subscribes_to(topic):
                 codec = target.events.registry.of(event)
@@ -845,12 +870,16 @@ class ServerRoom:
         *,
         reliable: bool = True,
         topic: str = "",
-        destination_pids: Iterable[int] = (),
+        destination_pids: int | Iterable[int] = (),
+        destination_identities: str | Iterable[str] = (),
     ) -> None:
-        """Send a data packet from the server itself (sender pid 0)."""
+        """Send a data packet from the server itself (sender pid 0), to everyone or to the
+        pids or identities named (a single pid or identity may be given alone)."""
         text = isinstance(payload, str)
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        wanted = set(destination_pids)
+        wanted = self._wanted(destination_pids, destination_identities)
+        if wanted is None:
+            return
         for target in list(self.participants.values()):
             if (not wanted or target.pid in wanted) and target.subscribes_to(topic):
                 try:

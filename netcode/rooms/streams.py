@@ -83,6 +83,7 @@ from construct import (
 )
 
 from netcode.errors import NetcodeError, ProtocolError
+from netcode.rooms.protocol import identity_list
 
 if TYPE_CHECKING:
     from netcode.rooms.client import Room
@@ -412,7 +413,7 @@ class StreamsClient:
         text: str,
         *,
         topic: str = "",
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         on_progress: StreamProgress | None = None,
     ) -> StreamInfo:
         """Send ``text`` as a text stream; see LocalParticipant.send_text."""
@@ -435,7 +436,7 @@ class StreamsClient:
         name: str = "",
         mime_type: str = "application/octet-stream",
         topic: str = "",
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         on_progress: StreamProgress | None = None,
     ) -> StreamInfo:
         """Send ``data`` as a byte stream; see LocalParticipant.send_bytes."""
@@ -458,7 +459,7 @@ class StreamsClient:
         topic: str = "",
         name: str | None = None,
         mime_type: str | None = None,
-        destination_identities: Iterable[str] = (),
+        destination_identities: str | Iterable[str] = (),
         on_progress: StreamProgress | None = None,
     ) -> StreamInfo:
         """Send a file as a byte stream (its name and guessed MIME type in the header)."""
@@ -492,7 +493,7 @@ class StreamsClient:
         topic: str,
         name: str,
         mime_type: str,
-        destination_identities: Iterable[str],
+        destination_identities: str | Iterable[str],
         on_progress: StreamProgress | None,
     ) -> StreamInfo:
         if size > MAX_STREAM_BYTES:
@@ -504,7 +505,7 @@ class StreamsClient:
                 raise ValueError(f"stream {label} is longer than {_MAX_NAME_BYTES} bytes")
         room = self._room
         room._require_link()
-        identities = list(destination_identities)
+        identities = identity_list(destination_identities)
         destinations = [
             room.remote_participants[i].pid for i in identities if i in room.remote_participants
         ]

@@ -6,8 +6,9 @@ What ``netcode-bench events`` measures (``--simulated`` runs the older one-hop m
 The load test's server (:mod:`netcode_tools.load_server`: a RoomServer on 127.0.0.1 with a
 game host replicating ``entities`` wanderers plus one player per client at ``tick_rate``)
 runs in its own process, as a real server would, and ``clients`` bot clients connect to it
-over real aiortc peer connections from this one. The server impairs every UDP
-datagram of every client's peer connection, both ways
+over real aiortc peer connections from this one. Every UDP datagram of every bot's peer
+connection is impaired, both ways, in the bots' process (so the server's process does only
+a server's work, as behind a kernel-level impaired path)
 (:class:`~netcode.transport.impair.Impairment`: ``loss=5%`` is 5% each way, ``latency=50``
 is 50 ms one way), so SCTP, DTLS and ICE see the same loss the game does.
 
@@ -24,7 +25,7 @@ for ``drain_s`` so that what is still in flight can arrive, then:
 - copies per event: transmissions of event messages on the lossy channel (first sends,
   early copies and resends, both hops) divided by first transmissions;
 - wire kbps per client: UDP payload both ways (DTLS, SCTP and its acknowledgements), as the
-  impairment counts it at the server.
+  impairment counts it (datagrams sent, lost ones included).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from netcode.cli import make_token
 from netcode.core.reliable import ReliableCounters
 from netcode.rooms import DataPacket
 from netcode.rooms.events import Chat
-from netcode.transport.impair import Impairment
+from netcode.transport.impair import ImpairedPath, Impairment
 
 from .load import Bot, EmbeddedServer
 from .load_server import KEY, LOAD_REGISTRY, ROOM, SECRET
@@ -147,6 +148,16 @@ def _summary(probes: list[_Probes], expected: int) -> dict[str, Any]:
     }
 
 
+def _wire_bytes(bots: list[ProbeBot]) -> int:
+    """UDP payload bytes both ways on the bots' impaired paths (as sent, before loss)."""
+    total = 0
+    for bot in bots:
+        path = bot.room.impairment
+        if path is not None:
+            total += sum(s.bytes_seen for s in path.stats().values())
+    return total
+
+
 def _add_counters(total: dict[str, int], more: ReliableCounters) -> None:
     for key, value in attrs.asdict(more).items():
         total[key] = total.get(key, 0) + value
@@ -159,9 +170,9 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
         extra.append("--relay-at-once")
     if scenario.redundancy is not None:
         extra += ["--redundancy", str(scenario.redundancy)]
-    server = EmbeddedServer(
-        scenario.entities, scenario.tick_rate, str(scenario.impairment) or "latency=0", extra
-    )
+    # The impairment acts in this process, on each bot's connection (both ways): the
+    # server's process does only what a server does, as behind a kernel-level impaired path.
+    server = EmbeddedServer(scenario.entities, scenario.tick_rate, "", extra)
     bots = [ProbeBot(i) for i in range(scenario.clients)]
     loop = asyncio.get_running_loop()
     try:
@@ -170,7 +181,11 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
         for first in range(0, len(bots), 4):
             await asyncio.gather(
                 *(
-                    b.room.connect(url, make_token(KEY, SECRET, f"bot{b.index}", ROOM))
+                    b.room.connect(
+                        url,
+                        make_token(KEY, SECRET, f"bot{b.index}", ROOM),
+                        impairment=ImpairedPath(scenario.impairment, salt=f"bot{b.index}"),
+                    )
                     for b in bots[first : first + 4]
                 )
             )
@@ -194,10 +209,12 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
         ]
         reset = False
         cpu_at_start = 0.0
+        wire_at_start = 0
         while (now := loop.time()) < end:
             if not reset and now >= probe_from:
                 reset = True
                 cpu_at_start = time.process_time()
+                wire_at_start = _wire_bytes(bots)
                 await server.command("reset", "RESET")  # the server measures from now on
                 now = loop.time()
             for bot in bots:
@@ -212,7 +229,9 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
             if progress is not None:
                 progress(min(max(now - probe_from, 0.0), scenario.duration_s))
             await asyncio.sleep(max(0.0, t0 + tick * interval - loop.time()))
-        clients_cpu = (time.process_time() - cpu_at_start) / (loop.time() - probe_from)
+        window_s = loop.time() - probe_from
+        clients_cpu = (time.process_time() - cpu_at_start) / window_s
+        wire = (_wire_bytes(bots) - wire_at_start) * 8 / window_s / 1000
         connected = sum(b.room.isconnected() for b in bots)
         stats = await server.stats()
         probe = stats["probe"]
@@ -242,7 +261,6 @@ async def measure_relay(scenario: RelayScenario, progress: Any = None) -> dict[s
         cwnds = sorted(float(x[0]) for x in samples)
         flights = sorted(float(x[1]) for x in samples)
         backlogs = sorted(float(x[3]) for x in samples)
-        wire = probe["wire_bytes"] * 8 / probe["window_s"] / 1000
         return {
             "scenario": {
                 **attrs.asdict(scenario, recurse=False),

@@ -655,3 +655,20 @@ def test_bench_events_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["events", "--simulated", "--events", "200", "--loss", "10"]) == 0
     out = capsys.readouterr().out
     assert "netcode events" in out and "SCTP model" in out
+
+
+def test_a_peer_cannot_pin_memory_in_the_reorder_buffer() -> None:
+    """Large fallback messages ahead of a gap that never fills stay within the bound."""
+    config = ReliableConfig()
+    receiver = ReliableChannel(Endpoint(QUIET), config, name="receiver")
+    big = b"x" * 16 * 1024
+    first = config.initial_id
+    for k in range(1, 1024):  # the first id never comes
+        receiver.receive_fallback((first + k) & 0xFFFF, big)
+    bound = config.max_send_queue_bytes + config.max_message_bytes
+    assert receiver._buffered_bytes <= bound
+    assert receiver.counters.reorder_overflow > 0
+    receiver.receive_fallback(first, b"first")  # the gap fills: what was kept is delivered
+    delivered = receiver.received()
+    assert delivered[0] == b"first" and all(m == big for m in delivered[1:])
+    assert receiver._buffered_bytes == 0

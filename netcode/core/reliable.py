@@ -69,9 +69,10 @@ expected id move to the delivery queue, read with ``next_message()`` or ``receiv
 
 Bounds: the send queue (``max_send_queue_messages`` ids, ``max_send_queue_bytes`` bytes;
 ``send`` raises SendQueueFull beyond them), the reorder buffer (``window`` messages, each
-at most one frame or ``max_message_bytes`` if it came by the fallback path) and the frames
-one flush sends (``max_frames_per_flush``). Delivered messages wait until the owner reads
-them, which it does every tick. The channel does no IO and reads no clock.
+at most one frame or ``max_message_bytes`` if it came by the fallback path, and in all at
+most ``max_send_queue_bytes + max_message_bytes``, which an honest peer cannot exceed) and
+the frames one flush sends (``max_frames_per_flush``). Delivered messages wait until the
+owner reads them, which it does every tick. The channel does no IO and reads no clock.
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ class ReliableCounters:
     messages_delivered: int = 0  #: moved to the delivery queue, in order
     duplicates: int = 0  #: dropped: already received
     out_of_window: int = 0  #: dropped: far behind, or ``window`` or more ahead (forged)
+    #: dropped: the reorder buffer already held more bytes than an honest peer can send
+    reorder_overflow: int = 0
     frames_malformed: int = 0  #: dropped: the EVENT frame did not decode
     fallback_oversized: int = 0  #: ``receive_fallback`` messages over max_message_bytes
     fallback_acks_sent: int = 0
@@ -283,6 +286,10 @@ class ReliableChannel:
         # receiving
         self._next_expected = config.initial_id & 0xFFFF
         self._buffer: dict[int, tuple[bytes, bool]] = {}  # id -> (message, came by fallback)
+        self._buffered_bytes = 0
+        # An honest peer never has more than its send queue's bytes (and one message that
+        # went by the fallback path) ahead of what we delivered: more is a peer pinning memory.
+        self._max_buffered_bytes = config.max_send_queue_bytes + config.max_message_bytes
         self._delivered: deque[bytes] = deque()
         self._fallback_ack_owed = False
 
@@ -628,7 +635,11 @@ class ReliableChannel:
         if message_id in self._buffer:
             self.counters.duplicates += 1
             return
+        if self._buffered_bytes + len(message) > self._max_buffered_bytes:
+            self.counters.reorder_overflow += 1
+            return
         self._buffer[message_id] = (message, via_fallback)
+        self._buffered_bytes += len(message)
         self.counters.messages_received += 1
 
     def _deliver(self) -> None:
@@ -637,6 +648,7 @@ class ReliableChannel:
         delivered = 0
         while expected in buffer:
             message, via_fallback = buffer.pop(expected)
+            self._buffered_bytes -= len(message)
             self._delivered.append(message)
             if via_fallback:
                 self._fallback_ack_owed = True

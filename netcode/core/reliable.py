@@ -635,7 +635,7 @@ class ReliableChannel:
         if message_id in self._buffer:
             self.counters.duplicates += 1
             return
-        if self._buffered_bytes + len(message) > self._max_buffered_bytes:
+        if distance and self._buffered_bytes + len(message) > self._max_buffered_bytes:
             self.counters.reorder_overflow += 1
             return
         self._buffer[message_id] = (message, via_fallback)

@@ -157,3 +157,25 @@ async def test_honest_traffic_stays_within_the_default_budgets(server: RoomServe
         await asyncio.sleep(0.004)
     await eventually(lambda: sum(isinstance(g, str) for g in got) == 600, timeout=10)
     assert not reasons and server.flood_disconnects == 0
+
+
+async def test_a_client_that_never_confirms_reliable_messages_is_cut_off() -> None:
+    server = RoomServer(KEY, SECRET, max_replay_bytes=64 * 1024)
+    await server.start("127.0.0.1", 0)
+    try:
+        sender, sender_reasons = await join(server, "sender")
+        silent, silent_reasons = await join(server, "silent")
+        silent._send_ack = lambda: None  # type: ignore[method-assign]
+        await eventually(lambda: sender.remote_participants)
+        for n in range(200):  # 200 KiB towards a client that confirms nothing
+            if silent_reasons:
+                break
+            await sender.local_participant.publish_data(b"x" * 1024, reliable=True)
+            await asyncio.sleep(0.002)
+        await eventually(lambda: silent_reasons, timeout=5)
+        assert silent_reasons == ["slow_consumer"]
+        assert sender.isconnected() and not sender_reasons
+        held = [p.replay.bytes for r in server.rooms.values() for p in r.participants.values()]
+        assert all(size <= 64 * 1024 for size in held)
+    finally:
+        await server.stop()

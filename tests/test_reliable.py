@@ -242,6 +242,18 @@ def test_resends_after_timeouts_back_off() -> None:
     assert s.tx.counters.messages_resent == 3
 
 
+def test_a_resends_lost_report_waits_for_the_backed_off_timer() -> None:
+    s = Scripted(ReliableConfig(initial_resend_s=0.9, max_resend_s=5.0, redundant_copies=0))
+    s.tx.send(b"m")
+    s.from_tx(0.0)  # lost
+    assert len(s.from_tx(0.9)) == 1  # resent by the timer, lost too
+    s.a.handle_timer(1.95)  # both datagrams past the 1 s loss timeout: LOST
+    assert s.tx.counters.frames_lost == 2
+    assert s.tx.flush(1.95) == 0  # not due at once: the path is stalled or losing heavily
+    assert s.tx.get_timer() == pytest.approx(0.9 + 1.8)  # the doubled wait
+    assert s.tx.flush(2.7) == 1
+
+
 def test_no_early_copies_when_disabled_or_when_no_frame_goes_out() -> None:
     s = Scripted(ReliableConfig(redundant_copies=0))
     s.tx.send(b"m0")

@@ -24,13 +24,14 @@ channel. The resend timeout follows the measured round trip::
     resend_timeout = clamp(srtt + resend_rttvar_factor * rttvar, min_resend_s, max_resend_s)
 
 (``initial_resend_s`` before the first sample), doubled for each resend of the same
-message that a timeout caused (up to 4 s apart), so that a stalled path is not fed every
-queued message again each second. ``srtt`` already includes the peer's ack
+message (up to 4 s apart), so that a stalled path is not fed every queued message again
+each second. ``srtt`` already includes the peer's ack
 delay, so an acknowledgement normally arrives before the timeout; the variation term keeps
 spurious resends rare, and a spurious resend costs only bytes (the receiver drops the
 duplicate) while a late one costs a tick of latency for every message behind it. The
 endpoint's LOST verdict comes only after its loss timeout (about 1.5 RTT) or 33 newer acks,
-so it is a backstop that makes the message due at once, never the main trigger.
+so it is a backstop that makes the message due at once, never the main trigger; and only
+for its first transmission (a resend's LOST waits for the backed-off timer).
 
 Early copies. Waiting for the timeout costs a lost message about RTT + ack delay + a tick
 before its resend even leaves, and every message behind it waits too. So, as Quake 3 does
@@ -256,7 +257,7 @@ class _Outgoing:
         self.frame = -1  # token of the frame that carried it last
         self.due = False  # that frame was reported LOST: resend at the next flush
         self.copies = 0  # early copies sent (in all: a resend earns no new ones)
-        self.resends = 0  # resends after a timeout; each doubles the next wait
+        self.resends = 0  # resends so far; each doubles the next wait
 
 
 class ReliableChannel:
@@ -568,8 +569,7 @@ class ReliableChannel:
                 continue
             else:
                 counters.messages_resent += 1
-                if not out.due:
-                    out.resends += 1  # a timeout, not a LOST report
+                out.resends += 1
             out.last_sent = out.last_copy = now
             out.frame = token
             out.due = False
@@ -589,8 +589,10 @@ class ReliableChannel:
             for message_id in ids:
                 out = outgoing.get(message_id)
                 # Only the latest transmission's fate matters: an older frame's LOST says
-                # nothing about a resend still in flight.
-                if out is not None and out.frame == token:
+                # nothing about a resend still in flight. Only the first transmission's
+                # LOST resends at once: after that the path is stalled or losing heavily,
+                # and the backed-off timer paces resends.
+                if out is not None and out.frame == token and not out.resends:
                     out.due = True
 
     def _send_fallback_ack(self) -> None:

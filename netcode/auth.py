@@ -388,6 +388,8 @@ class TokenVerifier:
             raise MalformedToken("token is empty or not a string")
         if len(token) > MAX_TOKEN_BYTES:
             raise MalformedToken(f"token of {len(token)} chars exceeds {MAX_TOKEN_BYTES}")
+        if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail to encode it
+            raise MalformedToken("token is not ASCII")
 
         # Read the issuer before checking the signature: it selects the secret.
         try:

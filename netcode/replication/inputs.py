@@ -77,6 +77,9 @@ def decode_inputs_untrusted(payload: bytes) -> tuple[int, list[bytes]]:
     if len(payload) < _HEAD.size:
         raise ProtocolError("INPUT frame shorter than its header")
     first_tick, count = _HEAD.unpack_from(payload)
+    if count and first_tick + count - 1 >= NO_INPUT:
+        # an INPUT_ACK names the last tick in 32 bits, NO_INPUT excluded
+        raise ProtocolError(f"INPUT ticks {first_tick}+{count} run past {NO_INPUT - 1}")
     inputs = []
     i = _HEAD.size
     for _ in range(count):

@@ -46,6 +46,10 @@ _EXPORTS: dict[str, str] = {
     "ConnectError": "netcode.transport.webrtc",
     "ConnectTimeout": "netcode.transport.webrtc",
     "IceServer": "netcode.transport.ice",
+    "ImpairedPath": "netcode.transport.impair",
+    "Impairment": "netcode.transport.impair",
+    "PeerBudgets": "netcode.rooms.limits",
+    "SignalingLimits": "netcode.transport.signaling",
     # rooms
     "Room": "netcode.rooms",
     "RoomServer": "netcode.rooms",
@@ -124,12 +128,15 @@ __all__ = [
     "GameHost",
     "Grants",
     "IceServer",
+    "ImpairedPath",
+    "Impairment",
     "InvalidSignature",
     "LocalDataTrack",
     "LocalParticipant",
     "MalformedToken",
     "MissingGrant",
     "NetcodeError",
+    "PeerBudgets",
     "Predictor",
     "ProtocolError",
     "RemoteDataTrack",
@@ -145,6 +152,7 @@ __all__ = [
     "SendQueueFull",
     "ServerParticipant",
     "ServerRoom",
+    "SignalingLimits",
     "Spawn",
     "StreamError",
     "StreamInfo",
@@ -249,8 +257,11 @@ if TYPE_CHECKING:
     )
     from netcode.rooms.events import Chat, Despawn, EventRegistry, Spawn, event_type
     from netcode.rooms.host import GameHost
+    from netcode.rooms.limits import PeerBudgets
     from netcode.rooms.replica import Replica
     from netcode.trace import TraceWriter, read_trace
     from netcode.transport.ice import IceServer
+    from netcode.transport.impair import ImpairedPath, Impairment
+    from netcode.transport.signaling import SignalingLimits
     from netcode.transport.webrtc import ConnectError, ConnectTimeout
     from netcode.wire import MAX_DATAGRAM_BYTES, FrameType

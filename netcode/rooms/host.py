@@ -44,7 +44,9 @@ the rooms protocol, so the topic's name crosses the wire once); the part is desc
 docs/REPLICATION.md.
 
 When a participant joins it gets a HELLO on the HOST extension channel with the tick rate and
-the server-clock time of tick 0, so the client can place every tick on the server's clock.
+the server-clock time of tick 0, so the client can place every tick on the server's clock,
+followed by the schema description of the host's entity types and the room's event types
+(:mod:`netcode.replication.describe`), so a client without our classes can decode them.
 """
 
 from __future__ import annotations
@@ -71,7 +73,14 @@ from netcode.replication import (
     decode_receipt_untrusted,
     encode_receipt,
 )
+from netcode.replication.describe import (
+    SchemaDescription,
+    decode_description_untrusted,
+    encode_description,
+)
 from netcode.replication.inputs import InputReceiver, encode_input_ack
+from netcode.rooms.describe import describe_game
+from netcode.rooms.events import EventRegistry
 from netcode.rooms.protocol import encode_lossy_down
 from netcode.rooms.server import ExtensionChannel, RoomHost, ServerParticipant, ServerRoom
 from netcode.wire import MAX_FRAME_PAYLOAD_BYTES, FrameType
@@ -83,12 +92,14 @@ __all__ = [
     "decode_hello_untrusted",
     "decode_receipt_frame_untrusted",
     "encode_receipt_frame",
+    "hello_description_untrusted",
     "piggyback_acks",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: HELLO body: tick rate (Hz), server-clock time of tick 0, current tick.
+#: HELLO body: tick rate (Hz), server-clock time of tick 0, current tick; the schema
+#: description follows (to the end of the message).
 HELLO = struct.Struct("!ddI")
 
 
@@ -120,12 +131,20 @@ def decode_receipt_frame_untrusted(payload: bytes) -> tuple[int, Receipt]:
 
 
 def decode_hello_untrusted(body: bytes) -> tuple[float, float, int]:
-    if len(body) != HELLO.size:
-        raise ProtocolError(f"HELLO of {len(body)} bytes, expected {HELLO.size}")
-    tick_rate, epoch, tick = HELLO.unpack(body)
+    """(tick rate, server-clock time of tick 0, current tick) of a HELLO."""
+    if len(body) < HELLO.size:
+        raise ProtocolError(f"HELLO of {len(body)} bytes, expected at least {HELLO.size}")
+    tick_rate, epoch, tick = HELLO.unpack_from(body)
     if not 0 < tick_rate <= 1000 or epoch != epoch:
         raise ProtocolError("HELLO carries an impossible tick rate or clock")
     return tick_rate, epoch, tick
+
+
+def hello_description_untrusted(body: bytes) -> SchemaDescription | None:
+    """The schema description a HELLO carries after the clock (None if it carries none)."""
+    if len(body) <= HELLO.size:
+        return None
+    return decode_description_untrusted(body[HELLO.size :])
 
 
 class HostedClient:
@@ -194,6 +213,8 @@ class GameHost(RoomHost):
         self.auto_ack_inputs = auto_ack_inputs
         self.world = World(registry)
         self.environment = World(registry)
+        #: the room's game-event types, described to participants in the HELLO
+        self.event_registry: EventRegistry | None = None
         self.clients: dict[int, HostedClient] = {}
         self.tick = 0
         self.epoch = 0.0
@@ -251,8 +272,9 @@ class GameHost(RoomHost):
         piggyback_acks(participant.connection.endpoint, self.tick_rate)
         loop_time = asyncio.get_running_loop().time()
         current = int((loop_time - self.epoch) * self.tick_rate)
+        description = encode_description(describe_game(self.registry, self.event_registry))
         participant.send_extension(
-            ExtensionChannel.HOST, HELLO.pack(self.tick_rate, self.epoch, current)
+            ExtensionChannel.HOST, HELLO.pack(self.tick_rate, self.epoch, current) + description
         )
         self.on_join(participant)
 

@@ -14,11 +14,17 @@ limits, or a resync request). The server adopts a delta baseline only from recei
 part that arrives before there is a hub, or that the decoder refuses, is merely sent again
 or resynced, never assumed. Receipts wait up to half a tick for an INPUT frame to ride
 with (``receipt_delay``), and repeat each applied part for a few ticks.
+
+The host's HELLO carries its schema description; the hub checks it against the client's own
+entity and event registries. If an entity type differs (a field's range, precision, kind,
+group...), the hub records the mismatch (``Replica.schema_error``, naming the type and the
+field, and the ``schema_mismatch`` event) and decodes no snapshot: it would misread them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import Any
 
@@ -31,16 +37,25 @@ from netcode.replication import (
     SnapshotDecoder,
 )
 from netcode.replication.clock import ServerClock, TickTimeline
+from netcode.replication.describe import SchemaMismatch
 from netcode.replication.inputs import InputSender, decode_input_ack_untrusted
 from netcode.replication.interpolation import sample
 from netcode.rooms.client import DisconnectedError, Room
+from netcode.rooms.describe import game_mismatches
 from netcode.rooms.emitter import EventEmitter
-from netcode.rooms.host import decode_hello_untrusted, encode_receipt_frame, piggyback_acks
+from netcode.rooms.host import (
+    decode_hello_untrusted,
+    encode_receipt_frame,
+    hello_description_untrusted,
+    piggyback_acks,
+)
 from netcode.rooms.protocol import decode_lossy_down_untrusted
 from netcode.rooms.server import ExtensionChannel
 from netcode.wire import FrameType
 
 __all__ = ["Replica"]
+
+logger = logging.getLogger(__name__)
 
 
 class _Hub:
@@ -61,6 +76,10 @@ class _Hub:
         self.receipt_delay: float | None = None
         self._receipts_due: set[str] = set()
         self._receipt_timer: asyncio.TimerHandle | None = None
+        #: how the server's entity types differ from ours (None: they agree, or not told)
+        self.schema_error: SchemaMismatch | None = None
+        #: how the server's event types differ from ours (None: they agree, or not told)
+        self.event_schema_error: SchemaMismatch | None = None
         room.frame_handlers[FrameType.SNAPSHOT] = self._on_snapshot
         room.frame_handlers[FrameType.INPUT_ACK] = self._on_input_ack
         room.extension_handlers[ExtensionChannel.HOST] = self._on_hello
@@ -74,6 +93,8 @@ class _Hub:
         return decoder
 
     def _on_snapshot(self, payload: bytes) -> None:
+        if self.schema_error is not None:
+            return  # our classes would misread the server's entities: decode nothing
         _, topic_id, inline, _, part = decode_lossy_down_untrusted(payload)
         topic = self.room._topics_in.resolve(topic_id, inline)
         self.topic_ids[topic] = topic_id
@@ -146,6 +167,20 @@ class _Hub:
         self.timeline = TickTimeline(tick_rate, epoch)
         if self.room.connection is not None:
             piggyback_acks(self.room.connection.endpoint, tick_rate)
+        description = hello_description_untrusted(body)
+        if description is None:
+            return
+        events = self.room.events.registry if self.room.events is not None else None
+        entities, event_problems = game_mismatches(description, self.registry, events)
+        if event_problems:
+            self.event_schema_error = SchemaMismatch("; ".join(event_problems))
+            logger.error("the server's event types differ: %s", self.event_schema_error)
+        if entities:
+            self.schema_error = error = SchemaMismatch("; ".join(entities))
+            logger.error("the server's entity types differ; decoding no snapshot: %s", error)
+            self.decoders.clear()
+            for replica in list(self.replicas.values()):
+                replica.emit("schema_mismatch", error)
 
 
 def _hub(room: Room, registry: SchemaRegistry | None) -> _Hub:
@@ -164,10 +199,12 @@ def install(room: Room, registry: SchemaRegistry | None = None) -> None:
 class Replica(EventEmitter):
     """Entities replicated on one topic, as this client sees them.
 
-    Events: ``spawned(entity_id, entity)``, ``despawned(entity_id)``, ``snapshot(tick)``.
+    Events: ``spawned(entity_id, entity)``, ``despawned(entity_id)``, ``snapshot(tick)``,
+    ``schema_mismatch(SchemaMismatch)`` (the server's entity types differ from this
+    client's: nothing is decoded, see :attr:`schema_error`).
     """
 
-    EVENTS = frozenset({"spawned", "despawned", "snapshot"})
+    EVENTS = frozenset({"spawned", "despawned", "snapshot", "schema_mismatch"})
 
     def __init__(
         self,
@@ -202,6 +239,14 @@ class Replica(EventEmitter):
     @property
     def decoder(self) -> SnapshotDecoder:
         return self.hub.decoder(self.topic)
+
+    @property
+    def schema_error(self) -> SchemaMismatch | None:
+        """How the server's entity types differ from this client's (None: they agree).
+
+        The message names each differing type and its first differing field.
+        """
+        return self.hub.schema_error
 
     # ------------------------------------------------------------------ state
 

@@ -76,6 +76,7 @@ from netcode.trace import TraceSink, TraceTarget, TraceWriter
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.ice import IceServerLike
 from netcode.transport.impair import ImpairedPath, Impairment
+from netcode.transport.signaling import HttpReply, PageHandler
 from netcode.transport.webrtc import (
     ChannelNotOpen,
     DataChannel,
@@ -84,6 +85,7 @@ from netcode.transport.webrtc import (
     SignalingLimits,
     SignalingServer,
 )
+from netcode.web import NETCODE_JS_PATH, asset
 from netcode.wire import FrameType
 
 __all__ = [
@@ -1059,11 +1061,24 @@ class RoomServer:
             cors_origins=cors_origins,
             limits=signaling_limits,
         )
+        # the browser client (netcode.js), for pages of this server or of the CORS origins
+        self.add_page(
+            NETCODE_JS_PATH,
+            HttpReply(asset("netcode.js"), "text/javascript; charset=utf-8"),
+            cors=True,
+        )
 
     @property
     def url(self) -> str:
         """Base URL clients pass to ``Room.connect`` (after start)."""
         return self._signaling.url
+
+    def add_page(self, path: str, page: HttpReply | PageHandler, *, cors: bool = False) -> None:
+        """Serve GET ``path`` beside signaling (before :meth:`start`): a fixed
+        :class:`~netcode.transport.signaling.HttpReply` or ``page(query, remote_address)``
+        returning one. ``cors``: the ``cors_origins`` may fetch it too. The browser client
+        is served so, at ``/netcode.js``."""
+        self._signaling.add_page(path, page, cors=cors)
 
     @property
     def trace(self) -> TraceWriter | None:

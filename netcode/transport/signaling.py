@@ -24,6 +24,10 @@ the answer the server's DTLS fingerprint, so whoever can rewrite plain HTTP can 
 the middle of the DTLS handshake. ``OPTIONS {url}/rtc/connect`` answers CORS preflights for
 the origins in ``cors_origins`` (204 with the ``Access-Control-Allow-*`` headers; 403 for
 any other origin).
+
+Pages: :meth:`SignalingServer.add_page` serves a GET path (a fixed body such as the browser
+client ``/netcode.js``, or a function of the query), with CORS headers for the allowed
+origins when asked.
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ __all__ = [
     "SIGNALING_PATH",
     "AnswerInfo",
     "Authorize",
+    "HttpReply",
     "ImpairmentFor",
     "OnPeer",
+    "PageHandler",
     "ResumeAuthorize",
     "SessionRefused",
     "SignalingClient",
@@ -100,6 +106,22 @@ OnPeer = Callable[[PeerLink, Claims], Awaitable[None]]
 AnswerInfo = Callable[[Claims], Mapping[str, Any]]
 #: Chooses the impairment of each peer's UDP datagrams at the server (None: unimpaired).
 ImpairmentFor = Callable[[Claims], Impairment | ImpairedPath | None]
+
+
+@attrs.frozen
+class HttpReply:
+    """The answer to a GET of a page (see :meth:`SignalingServer.add_page`)."""
+
+    body: bytes
+    content_type: str = "application/json"
+    status: int = 200
+    #: extra headers (a Content-Security-Policy, say)
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+#: Answers a GET: ``page(query, remote)`` with the URL's query parameters and the client's
+#: address; returns the reply (raising is a 500).
+PageHandler = Callable[[Mapping[str, str], str], HttpReply]
 
 
 class SignalingError(ConnectError):
@@ -268,6 +290,7 @@ class SignalingServer:
         self._ssl = ssl
         self._cors_origins = frozenset(_check_origin(o) for o in (cors_origins or ()))
         self._include_loopback = include_loopback
+        self._cors_paths: set[str] = {SIGNALING_PATH}
         self._answer_info = answer_info
         self._open_timeout_s = open_timeout_s
         self._backlog_limit = lossy_backlog_limit_bytes
@@ -377,8 +400,39 @@ class SignalingServer:
             },
         )
 
+    def add_page(self, path: str, page: HttpReply | PageHandler, *, cors: bool = False) -> None:
+        """Answer GET ``path`` with ``page`` (a fixed reply, or a function of the query).
+
+        ``cors``: pages of the allowed origins (``cors_origins``) may fetch it too (a script
+        module such as ``/netcode.js`` loaded from a game's own site). Call before start.
+        """
+        if not path.startswith("/") or path == SIGNALING_PATH:
+            raise ValueError(f"page path {path!r} must start with / and not be the signaling path")
+
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                reply = (
+                    page
+                    if isinstance(page, HttpReply)
+                    else page(request.query, request.remote or "")
+                )
+            except Exception:
+                logger.exception("page %s raised", path)
+                return _error(500, "internal_error", "the page failed")
+            headers = {"X-Content-Type-Options": "nosniff", **reply.headers}
+            return web.Response(
+                body=reply.body,
+                status=reply.status,
+                content_type=None,
+                headers={"Content-Type": reply.content_type, **headers},
+            )
+
+        self.app.router.add_get(path, handle)
+        if cors:
+            self._cors_paths.add(path)
+
     async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        if request.path != SIGNALING_PATH or not self._cors_origins:
+        if request.path not in self._cors_paths or not self._cors_origins:
             return
         allowed = self._allowed_origin(request.headers.get("Origin", ""))
         if allowed is not None:

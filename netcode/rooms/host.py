@@ -81,7 +81,7 @@ from netcode.replication.describe import (
 from netcode.replication.inputs import InputReceiver, encode_input_ack
 from netcode.rooms.describe import describe_game
 from netcode.rooms.events import EventRegistry
-from netcode.rooms.protocol import encode_lossy_down
+from netcode.rooms.protocol import encode_lossy_down, encode_own_entity
 from netcode.rooms.server import ExtensionChannel, RoomHost, ServerParticipant, ServerRoom
 from netcode.wire import MAX_FRAME_PAYLOAD_BYTES, FrameType
 
@@ -171,7 +171,75 @@ class HostedClient:
 
 
 class GameHost(RoomHost):
-    """An authoritative tick loop replicating ``world`` and ``environment`` to a room."""
+    """An authoritative tick loop replicating ``world`` and ``environment`` to a room.
+
+    The server side of a game: it owns the replicated worlds, receives every player's
+    inputs, runs the game's update each tick and sends each participant the snapshots it
+    needs. Clients see the worlds through a :class:`~netcode.rooms.replica.Replica`.
+    A whole game in one file: docs/examples/game.py; the model: docs/REPLICATION.md.
+
+    Usage::
+
+        from netcode import GameHost, RoomServer, entity, qfloat
+
+        @entity(type_id=1)
+        class Player:
+            x: float = qfloat(0, 100, 0.01)
+            y: float = qfloat(0, 100, 0.01)
+
+        server = RoomServer(api_key, api_secret)
+        await server.start("127.0.0.1", 7880)
+        host = GameHost(tick_rate=30)
+        players: dict[int, int] = {}  # participant pid -> entity id
+
+        def on_join(participant):
+            players[participant.pid] = eid = host.world.spawn(Player(x=50, y=50))
+            host.assign_entity(participant, eid)  # the client's Replica.own_entity_id
+
+        def on_input(participant, tick, data):  # each input once, in order
+            eid = players[participant.pid]
+            host.world.update(eid, x=host.world.get(eid).x + (data[0] - 1) * 0.1)
+
+        def on_leave(participant):
+            host.world.despawn(players.pop(participant.pid))
+
+        host.on_join, host.on_input, host.on_leave = on_join, on_input, on_leave
+        host.on_tick = lambda tick, dt: None  # move NPCs, apply the rules...
+        host.attach(server.room("arena"))  # starts ticking
+
+    Hooks (assign a function to the attribute; a subclass may override the RoomHost
+    methods too):
+
+    - ``on_tick(tick, dt)``: once per tick after the inputs, before the snapshots are
+      taken: advance the game by ``dt`` seconds (``1 / tick_rate``).
+    - ``on_input(participant, tick, data)``: one input (the bytes the client passed to
+      ``Replica.send_input(tick, data)``), each exactly once and in tick order, at most
+      ``max_inputs_per_tick`` per participant per tick. The input counts as applied when
+      the hook returns (``auto_ack_inputs=False``: call :meth:`input_applied` yourself);
+      the client's prediction replays the inputs applied after each snapshot.
+    - ``on_join(participant)`` / ``on_leave(participant)``: a participant arrived (it
+      already has the tick clock) or left for good (a dropped link only leaves after
+      the server's grace period; ``participant_reconnecting``/``participant_reconnected``
+      report the drop and the resume).
+    - ``on_frame(participant, frame_type, data)``: frames of application types; without
+      it such a frame is a protocol error against the participant.
+    - ``event_received(participant, event, topic)``: a game event a client sent (override
+      in a subclass; the room relays it to the others too).
+
+    Sending: :meth:`send_event` (reliable game events), :meth:`assign_entity` (which
+    entity is the participant's own). Entities: ``world.spawn(obj)``,
+    ``world.update(eid, **fields)``, ``world.despawn(eid)``; every participant subscribed
+    to ``position`` gets ``world`` every tick, ``environment`` every ``environment_every``
+    ticks.
+
+    Parameters: ``tick_rate`` (Hz, up to 240); ``registry``: the entity types (default:
+    :data:`~netcode.replication.DEFAULT_REGISTRY`, where ``@entity`` registers);
+    ``budget_bytes_per_tick``: bytes of snapshot per participant per tick (default: as
+    many datagrams as needed); ``view_factory(participant)``: a ClientView choosing what
+    that participant sees (interest management); ``history_depth``: states kept for deltas;
+    ``max_inputs_per_tick``, ``input_queue``: the input rate limit; ``max_client_failures``:
+    failed ticks in a row before a participant is disconnected.
+    """
 
     sends_every_tick = True
 
@@ -237,6 +305,8 @@ class GameHost(RoomHost):
         self.on_join: Callable[[ServerParticipant], None] = lambda p: None
         self.on_leave: Callable[[ServerParticipant], None] = lambda p: None
         self.on_frame: Callable[[ServerParticipant, int, bytes], None] | None = None
+        #: (participant pid, topic) -> the entity assigned to it (see assign_entity)
+        self.own_entities: dict[tuple[int, str], int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -279,6 +349,8 @@ class GameHost(RoomHost):
         self.on_join(participant)
 
     def participant_left(self, participant: ServerParticipant) -> None:
+        for key in [key for key in self.own_entities if key[0] == participant.pid]:
+            del self.own_entities[key]
         if self.clients.pop(participant.pid, None) is not None:
             self.on_leave(participant)
 
@@ -308,6 +380,37 @@ class GameHost(RoomHost):
             self.on_frame(participant, frame_type, data)
         else:
             raise ProtocolError(f"unexpected frame type {frame_type} for the game host")
+
+    def assign_entity(
+        self, participant: ServerParticipant, entity_id: int | None, *, topic: str = "position"
+    ) -> None:
+        """Tell ``participant`` that ``entity_id`` (None: no entity) is its own.
+
+        The participant's :class:`~netcode.rooms.replica.Replica` on ``topic`` then has it
+        as ``own_entity_id`` (and emits ``own_entity``), so the client knows which entity
+        to predict and to centre its camera on. ``topic`` is ``position`` (:attr:`world`)
+        or ``environment``. The message is reliable and survives a resume. Despawning the
+        entity does not clear the assignment: assign the new one when the player respawns.
+        Raises ValueError for an entity not in that world.
+        """
+        worlds = {"position": self.world, "environment": self.environment}
+        world = worlds.get(topic)
+        if world is None:
+            raise ValueError(f"topic must be 'position' or 'environment', not {topic!r}")
+        if entity_id is not None and entity_id not in world:
+            raise ValueError(f"entity {entity_id} is not in the {topic!r} world")
+        key = (participant.pid, topic)
+        if entity_id is None:
+            self.own_entities.pop(key, None)
+        else:
+            self.own_entities[key] = entity_id
+        participant.send_extension(
+            ExtensionChannel.HOST_ENTITY, encode_own_entity(topic, entity_id)
+        )
+
+    def entity_of(self, participant: ServerParticipant, topic: str = "position") -> int | None:
+        """The entity assigned to ``participant`` with :meth:`assign_entity`, or None."""
+        return self.own_entities.get((participant.pid, topic))
 
     def input_applied(self, participant: ServerParticipant, tick: int) -> None:
         """The game applied ``participant``'s input of ``tick`` (with auto_ack_inputs off)."""

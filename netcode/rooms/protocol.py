@@ -52,10 +52,12 @@ __all__ = [
     "decode_lossy_down_untrusted",
     "decode_lossy_up_untrusted",
     "decode_message_untrusted",
+    "decode_own_entity_untrusted",
     "dispatch_message_untrusted",
     "encode_lossy_down",
     "encode_lossy_up",
     "encode_message",
+    "encode_own_entity",
     "identity_list",
     "lossy_down_header_bytes",
     "lossy_up_header_bytes",
@@ -104,6 +106,7 @@ class ExtensionChannel(enum.IntEnum):
     RPC = 2
     STREAMS = 3
     HOST = 4  #: the game host's announcements (tick rate and clock)
+    HOST_ENTITY = 5  #: the game host's "this entity is yours" (GameHost.assign_entity)
 
 
 _String = PascalString(VarInt, "utf8")
@@ -122,6 +125,31 @@ TRACK_OPTIONS = Struct(
     "has_max_retransmits" / Flag,
     "max_retransmits" / If(this.has_max_retransmits, Int16ub),
 )
+
+
+#: HOST_ENTITY body: flags (bit 0: the participant has an entity), the entity id, then the
+#: name of the topic whose world holds it (UTF-8, to the end).
+OWN_ENTITY = struct.Struct("!BI")
+
+
+def encode_own_entity(topic: str, entity_id: int | None) -> bytes:
+    """A HOST_ENTITY message: entity ``entity_id`` (None: none) of ``topic`` is yours."""
+    flags, eid = (0, 0) if entity_id is None else (1, entity_id)
+    return OWN_ENTITY.pack(flags, eid) + topic.encode()
+
+
+def decode_own_entity_untrusted(body: bytes) -> tuple[str, int | None]:
+    """(topic, entity id or None) of a HOST_ENTITY message."""
+    if not OWN_ENTITY.size < len(body) <= OWN_ENTITY.size + 4 * MAX_TOPIC_CHARS:
+        raise ProtocolError(f"HOST_ENTITY of {len(body)} bytes")
+    flags, eid = OWN_ENTITY.unpack_from(body)
+    if flags & ~1:
+        raise ProtocolError(f"HOST_ENTITY with unknown flags {flags:#x}")
+    try:
+        topic = body[OWN_ENTITY.size :].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("HOST_ENTITY topic is not UTF-8") from None
+    return topic, eid if flags & 1 else None
 
 
 def identity_list(identities: str | Iterable[str]) -> list[str]:

@@ -49,7 +49,7 @@ from netcode.rooms.host import (
     hello_description_untrusted,
     piggyback_acks,
 )
-from netcode.rooms.protocol import decode_lossy_down_untrusted
+from netcode.rooms.protocol import decode_lossy_down_untrusted, decode_own_entity_untrusted
 from netcode.rooms.server import ExtensionChannel
 from netcode.wire import FrameType
 
@@ -83,6 +83,9 @@ class _Hub:
         room.frame_handlers[FrameType.SNAPSHOT] = self._on_snapshot
         room.frame_handlers[FrameType.INPUT_ACK] = self._on_input_ack
         room.extension_handlers[ExtensionChannel.HOST] = self._on_hello
+        #: topic -> the entity the game host assigned to this client (None: none)
+        self.own_entities: dict[str, int | None] = {}
+        room.extension_handlers[ExtensionChannel.HOST_ENTITY] = self._on_own_entity
 
     def decoder(self, topic: str) -> SnapshotDecoder:
         decoder = self.decoders.get(topic)
@@ -182,6 +185,15 @@ class _Hub:
             for replica in list(self.replicas.values()):
                 replica.emit("schema_mismatch", error)
 
+    def _on_own_entity(self, sender_pid: int, body: bytes) -> None:
+        if sender_pid != 0:
+            raise ProtocolError("HOST_ENTITY from a participant, not the server")
+        topic, entity_id = decode_own_entity_untrusted(body)
+        self.own_entities[topic] = entity_id
+        replica = self.replicas.get(topic)
+        if replica is not None:
+            replica.emit("own_entity", entity_id)
+
 
 def _hub(room: Room, registry: SchemaRegistry | None) -> _Hub:
     hub: _Hub | None = getattr(room, "_replication_hub", None)
@@ -202,9 +214,43 @@ class Replica(EventEmitter):
     Events: ``spawned(entity_id, entity)``, ``despawned(entity_id)``, ``snapshot(tick)``,
     ``schema_mismatch(SchemaMismatch)`` (the server's entity types differ from this
     client's: nothing is decoded, see :attr:`schema_error`).
+
+    ``own_entity(entity_id)``: the game host told this client which entity is its own
+    (see :attr:`own_entity_id`; None when it has none any more).
+
+    Usage (the client side of the :class:`~netcode.rooms.host.GameHost` example; a whole
+    game in one file: docs/examples/game.py)::
+
+        room = Room()
+        replica = Replica(room)  # topic "position"; create it before connecting
+        predictor = Predictor(apply_input)  # the same apply_input the server runs
+        await room.connect(url, token)
+
+        tick = 0
+        while room.isconnected():  # the game's fixed-rate loop
+            tick += 1
+            data = read_controls()  # bytes: the game's own input format
+            replica.send_input(tick, data)
+            eid = replica.own_entity_id  # from host.assign_entity(participant, eid)
+            if eid is not None and eid in replica:
+                if predictor.state is None:
+                    predictor.reset(replica.get(eid))
+                server_tick = replica.decoder.tick_of(eid)
+                applied = replica.last_input_applied(server_tick)
+                if applied is not None:
+                    predictor.reconcile(replica.get(eid), applied)
+                me = predictor.predict(tick, data)  # draw the local player here
+            others = replica.interpolated()  # {entity id: entity}, 100 ms in the past
+            await asyncio.sleep(1 / 30)
+
+    What it offers: :meth:`entities` and :meth:`get` (the newest states received),
+    :meth:`interpolated` (every entity at the render time, smooth), :meth:`send_input`
+    and :meth:`last_input_applied` (for prediction), :attr:`own_entity_id`,
+    :meth:`server_time` and :meth:`render_tick` (the server's clock), and
+    :meth:`snapshot_stats` / :meth:`buffer_depth_ms` for a net graph.
     """
 
-    EVENTS = frozenset({"spawned", "despawned", "snapshot", "schema_mismatch"})
+    EVENTS = frozenset({"spawned", "despawned", "snapshot", "schema_mismatch", "own_entity"})
 
     def __init__(
         self,
@@ -239,6 +285,21 @@ class Replica(EventEmitter):
     @property
     def decoder(self) -> SnapshotDecoder:
         return self.hub.decoder(self.topic)
+
+    @property
+    def own_entity_id(self) -> int | None:
+        """The entity the game host assigned to this client on this topic
+        (``GameHost.assign_entity``), or None. It may not have arrived in a snapshot yet:
+        check ``entity_id in replica``."""
+        return self.hub.own_entities.get(self.topic)
+
+    def own_entity(self) -> Any:
+        """The newest state received of :attr:`own_entity_id`, or None."""
+        eid = self.own_entity_id
+        return None if eid is None or eid not in self.decoder else self.decoder.get(eid)
+
+    def __contains__(self, entity_id: object) -> bool:
+        return entity_id in self.decoder
 
     @property
     def schema_error(self) -> SchemaMismatch | None:

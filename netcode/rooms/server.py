@@ -121,7 +121,27 @@ ExtensionRouter = Callable[["ServerRoom", "ServerParticipant", bytes], None]
 
 
 class RoomHost:
-    """Server-side logic attached to a room (the game host). Override what you need."""
+    """Server-side logic attached to a room (the game host). Override what you need.
+
+    The base of :class:`~netcode.rooms.host.GameHost` (a tick loop with replication, which
+    most games want); subclass RoomHost directly for a room that needs only to see who
+    comes and goes and what they send (a lobby, a turn-based game, a bot)::
+
+        class Referee(RoomHost):
+            def participant_joined(self, participant):
+                participant.room.send_data(f"welcome {participant.identity}", topic="chat")
+
+            def event_received(self, participant, event, topic):
+                if isinstance(event, Chat) and event.text == "!score":
+                    participant.room.send_event(Chat("3:1"), destination_pids=participant.pid)
+
+        server.room("lobby").attach_host(Referee())
+
+    Every method is called from the event loop and must not block. ``participant`` is a
+    :class:`ServerParticipant` (``identity``, ``name``, ``metadata``, ``pid``, ``room``,
+    ``claims``); its room (a :class:`ServerRoom`) sends with ``send_data`` and
+    ``send_event``.
+    """
 
     #: True if the host sends to every participant each tick: relayed game events then
     #: wait for that tick's datagram instead of leaving in one of their own (at 30 Hz, at

@@ -115,6 +115,48 @@ async def test_netcode_js_is_served_with_cors_for_allowed_origins() -> None:
         await room_server.stop()
 
 
+async def test_a_page_resumes_its_session_when_its_link_drops(
+    browser: Browser, server: RoomServer
+) -> None:
+    """The server drops the page's link: the page resumes on a new peer connection, and the
+    reliable messages either side sent meanwhile arrive once each."""
+    py = Room()
+    received: list[str] = []
+    py.on("data_received", lambda p: received.append(p.data))
+    await py.connect(server.url, token("py"))
+    page = await open_page(browser, server)
+    url, web_token = json.dumps(server.url), json.dumps(token("web"))
+    await page.evaluate(
+        f"""(async () => {{
+        const room = window.room = new netcode.Room();
+        room.on("dataReceived", (p) => log.push(p.data));
+        room.on("reconnecting", () => {{
+            log.push("reconnecting");
+            room.localParticipant.publishData("sent while reconnecting");
+        }});
+        room.on("reconnected", () => log.push("reconnected"));
+        await room.connect({url}, {web_token});
+        await room.localParticipant.publishData("before");
+    }})()"""
+    )
+    await eventually(lambda: received == ["before"])
+    participant = server.rooms["lobby"].by_identity("web")
+    assert participant is not None and participant.link is not None
+    await participant.link.close()
+    await py.local_participant.publish_data("sent while the page was away")
+    await page.wait_for("log.includes('reconnected')", timeout=10)
+    await page.evaluate("room.localParticipant.publishData('after')")
+    await eventually(lambda: received == ["before", "sent while reconnecting", "after"])
+    await page.wait_for("log.includes('sent while the page was away')")
+    log = await page.evaluate("log")
+    assert log.count("sent while the page was away") == 1
+    assert log.index("reconnecting") < log.index("reconnected")
+    assert participant.links_used == 2 and not participant.reconnecting
+    assert await page.evaluate("[room.state, room.reconnects]") == ["connected", 1]
+    await page.evaluate("room.disconnect()")
+    await py.disconnect()
+
+
 async def test_a_page_joins_and_talks_with_a_python_client(
     browser: Browser, server: RoomServer
 ) -> None:
@@ -160,6 +202,9 @@ async def test_a_page_joins_and_talks_with_a_python_client(
                 { reliable: false, topic: "position" });
             await new Promise((r) => setTimeout(r, 20));
         }
+        // over one datagram: FRAGMENT frames, reassembled by the server
+        await room.localParticipant.publishData(new Uint8Array(3000).fill(7),
+            { reliable: false, topic: "big" });
         room.sendEvent("Chat", { text: "hi from the browser" }, { topic: "say" });
         room.sendEvent("Chat", { text: "x".repeat(3000) });  // over a datagram: fallback path
     })()"""
@@ -168,7 +213,10 @@ async def test_a_page_joins_and_talks_with_a_python_client(
     reliable = next(p for p in packets if p.kind is DataPacketKind.RELIABLE)
     assert (reliable.data, reliable.topic) == ("hello from the browser", "chat")
     assert reliable.participant is not None and reliable.participant.identity == "web"
-    lossy = [p for p in packets if p.kind is DataPacketKind.LOSSY]
+    await eventually(lambda: any(p.topic == "big" for p in packets))
+    (big,) = [p for p in packets if p.topic == "big"]
+    assert big.data == bytes([7]) * 3000 and big.kind is DataPacketKind.LOSSY
+    lossy = [p for p in packets if p.kind is DataPacketKind.LOSSY and p.topic != "big"]
     assert all(p.topic == "position" and p.participant is not None for p in lossy)
     assert {bytes(p.data) for p in lossy} <= {bytes([1, 2, 3, i]) for i in range(5)}
     assert lossy[0].participant is not None and lossy[0].participant.identity == "web"
@@ -177,6 +225,7 @@ async def test_a_page_joins_and_talks_with_a_python_client(
     # Python -> browser
     await py.local_participant.publish_data("reliable to web", topic="news")
     await py.local_participant.publish_data(b"\x09\x08", reliable=False, topic="fast")
+    await py.local_participant.publish_data(bytes(range(256)) * 10, reliable=False, topic="big")
     py.send_event(Chat("hi from python"), topic="chat")
     py.send_event(Chat("y" * 2500))
     py.send_event(Chat("after the big one"))
@@ -186,6 +235,9 @@ async def test_a_page_joins_and_talks_with_a_python_client(
     data = [entry for entry in log if entry[0] == "data"]
     assert ["data", "py", "news", "reliable", "reliable to web"] in data
     assert ["data", "py", "fast", "lossy", [9, 8]] in data
+    await page.wait_for("log.some((e) => e[0] === 'data' && e[2] === 'big')")
+    big_down = next(e for e in await page.evaluate("log") if e[0] == "data" and e[2] == "big")
+    assert big_down[4] == list(range(256)) * 10
     events = [entry for entry in log if entry[0] == "event"]
     assert events == [
         ["event", "Chat", "py", "chat", "hi from python"],

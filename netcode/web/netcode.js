@@ -445,12 +445,13 @@ class Endpoint {
       if (distance > 8192 || distance === 0) { this.stats.duplicates += 1; return null; }
       if (distance < 0) {
         if (-distance >= ACK_WINDOW) { this.stats.duplicates += 1; return null; }
-        const bit = 2 ** (-distance - 1);
-        if (Math.floor(this.receivedBits / bit) % 2) { this.stats.duplicates += 1; return null; }
-        this.receivedBits = (this.receivedBits + bit) >>> 0;
+        const bit = 1 << (-distance - 1);
+        if ((this.receivedBits & bit) !== 0) { this.stats.duplicates += 1; return null; }
+        this.receivedBits = (this.receivedBits | bit) >>> 0;
       } else {
+        // shift in the previous newest (bit distance - 1), dropping what leaves the 32 bits
         const shifted = ((this.receivedBits << 1) | 1) >>> 0;
-        this.receivedBits = distance - 1 >= 32 ? 0 : (shifted * 2 ** (distance - 1)) % 2 ** 32;
+        this.receivedBits = distance - 1 >= 32 ? 0 : (shifted << (distance - 1)) >>> 0;
         this.receivedNewest = sequence;
       }
     } else {
@@ -754,8 +755,6 @@ const BUILTIN_EVENTS = [
 ];
 
 const SQRT1_2 = Math.SQRT1_2;
-
-function bitLength(n) { return n <= 0 ? 0 : Math.floor(Math.log2(n)) + 1; }
 
 function prepareField(field) {
   // slot widths and maxima, and the value of raw slots, as netcode/replication/schema.py has them
@@ -1398,6 +1397,7 @@ export class Room extends Emitter {
     });
     this._topicsOut = new Map(); // reliable and lossy topic ids we bound: name -> id
     this._topicsConfirmed = new Set();
+    this._topicsAnnounced = new Set();
     this._topicsIn = new Map([[0, ""]]);
     this._eventTopicsOut = new Map();
     this._eventTopicsIn = new Map([[0, ""]]);
@@ -1408,6 +1408,7 @@ export class Room extends Emitter {
     this._ackTimer = null;
     this._session = null;
     this._episode = 0;
+    this._disconnectReason = "";
   }
 
   // -- connecting -----------------------------------------------------------------------
@@ -1425,8 +1426,8 @@ export class Room extends Emitter {
     let link;
     try {
       link = await withTimeout(this._openLink({ token, room }), timeout * 1000, `no answer from ${url}`);
-      this._adopt(link);
       const joined = new Promise((resolve, reject) => { this._joined = { resolve, reject }; });
+      this._adopt(link);
       if (topics !== null) this._send(this._subscribeMessage(topics));
       await withTimeout(joined, timeout * 1000, "the server did not say JOINED");
     } catch (error) {
@@ -1442,11 +1443,14 @@ export class Room extends Emitter {
   // Leave the room: the server ends the session at once.
   async disconnect() {
     if (this.state === "disconnected") return;
+    this._disconnectReason = this._disconnectReason || "client_initiated";
     if (this.state === "connected") {
+      // the server closes the link when LEAVE arrives (without it, it would hold the session)
+      const closed = new Promise((resolve) => this.once("disconnected", resolve));
       try { this._send(new Uint8Array([Kind.LEAVE])); } catch { /* closing anyway */ }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1000))]);
     }
-    this._finish("client_initiated");
+    this._finish(this._disconnectReason);
   }
 
   _finish(reason) {
@@ -1502,6 +1506,7 @@ export class Room extends Emitter {
     link.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(link.pc.connectionState) && link === this._link) this._linkLost(`connection ${link.pc.connectionState}`);
     };
+    link.reliable.onclose = () => { if (link === this._link) this._linkLost("the reliable channel closed"); };
     const info = link.serverInfo;
     Object.assign(this.localParticipant, { identity: info.identity || "", name: info.name || "", metadata: info.metadata || "" });
     link.onReliable = (data) => this._onReliable(data);
@@ -1530,8 +1535,9 @@ export class Room extends Emitter {
 
   _linkLost(why) {
     if (this.state !== "connected") return;
-    if (!this.autoReconnect || !this._session) {
-      this._finish("connection_lost");
+    if (!this.autoReconnect || !this._session || this._disconnectReason) {
+      // the server ended the session (it said why in an ERROR), or no resuming
+      this._finish(this._disconnectReason || "connection_lost");
       return;
     }
     console.info(`netcode: link lost (${why}); resuming the session`);
@@ -1549,7 +1555,12 @@ export class Room extends Emitter {
       try {
         const resume = { ...this._session, received: this._received, episode: this._episode };
         const link = await withTimeout(this._openLink({ resume }), 5000, "resume attempt timed out");
-        const first = link.pending.length ? link.pending.shift() : await new Promise((resolve) => { link.onReliable = resolve; });
+        const first = link.pending.length
+          ? link.pending.shift()
+          : await new Promise((resolve) => {
+            // the first message only: the ones after it wait in `pending` for _adopt
+            link.onReliable = (data) => { link.onReliable = null; resolve(data); };
+          });
         const [kind, body] = decodeServerMessage(toBytes(first));
         if (kind === Kind.ERROR) throw new ConnectError(body.message, body.code);
         if (kind !== Kind.RESUMED) throw new ConnectError(`message kind ${kind} before RESUMED`);
@@ -1580,9 +1591,7 @@ export class Room extends Emitter {
   }
 
   _finishResume(reason) {
-    if (this.state !== "reconnecting") return;
-    this.state = "connected"; // so that _finish runs
-    this._finish(reason);
+    if (this.state === "reconnecting") this._finish(reason);
   }
 
   // -- sending --------------------------------------------------------------------------
@@ -1648,8 +1657,12 @@ export class Room extends Emitter {
     if (destinations === null) return; // only identities not in the room: nobody
     if (reliable) {
       if (data.length > MAX_RELIABLE_PAYLOAD_BYTES) throw new RangeError(`reliable payload of ${data.length} bytes is over 15 KiB`);
-      const [topicId, isNew] = this._bindTopic(topic);
-      if (isNew) this._send(new Writer().u8(Kind.TOPIC).u16(topicId).str(topic).finish());
+      const [topicId] = this._bindTopic(topic);
+      if (topicId && !this._topicsAnnounced.has(topicId)) {
+        // a lossy packet may have bound the id first: TOPIC binds it on this ordered channel
+        this._topicsAnnounced.add(topicId);
+        this._send(new Writer().u8(Kind.TOPIC).u16(topicId).str(topic).finish());
+      }
       const w = new Writer(data.length + 16).u8(Kind.DATA).u16(0).u16(topicId).u8(text ? 1 : 0);
       w.varint(destinations.length);
       for (const pid of destinations) w.u16(pid);
@@ -1809,11 +1822,12 @@ export class Room extends Emitter {
       case Kind.TOPIC: this._learnTopic(body.topicId, body.name); break;
       case Kind.DATA: this._deliver(body.pid, this._resolveTopic(body.topicId), body.text, body.payload, DataPacketKind.RELIABLE); break;
       case Kind.ERROR: {
+        // the server may close the link next: then the room ends with this reason
         console.warn(`netcode: the server says ${body.code}: ${body.message}`);
         this.errorMessage = body.message;
         this._disconnectReason = body.code;
         if (this._joined && this.state === "connecting") this._joined.reject(new ConnectError(`${body.code}: ${body.message}`, body.code));
-        else this._finish(body.code);
+        this.emit("error", { code: body.code, message: body.message });
         break;
       }
       case Kind.EXTENSION: {
@@ -1915,7 +1929,6 @@ export class Room extends Emitter {
         this._protocolError(error);
       }
     }
-    if (this.endpoint.ackOwedSince !== null) this._schedule();
   }
 
   _dispatchEvents() {

@@ -470,3 +470,35 @@ async def test_one_server_impairment_gives_each_peer_its_own_path(
             assert 19 <= statistics.median(await reliable_rtts_ms(link, 5)) <= 60
     finally:
         await asyncio.gather(*(link.close() for link in links))
+
+
+@pytest.mark.webrtc
+async def test_the_congestion_window_stays_above_its_floor_under_loss(
+    make_server: Callable[..., Awaitable[SignalingServer]],
+) -> None:
+    """aiortc halves SCTP's window on loss and drops it to one packet on a timeout; the
+    floor held on netcode's links keeps the game's channels from queueing behind it."""
+    import aiortc.rtcsctptransport
+
+    from netcode.transport.peerlink import DEFAULT_CWND_FLOOR_PACKETS
+
+    floor = DEFAULT_CWND_FLOOR_PACKETS * aiortc.rtcsctptransport.USERDATA_MAX_LENGTH
+    server = await make_server()
+    path = ImpairedPath(Impairment(seed=5))
+    link = await connect_peer(server.url, token("alice"), impairment=path)
+    try:
+        path.configure(Impairment(latency_ms=10, loss=0.2, seed=5))
+        sctp = link.pc.sctp
+        assert sctp is not None and sctp._cwnd >= floor
+        windows = []
+        for n in range(300):
+            link.send_reliable(b"x" * 1000)
+            if n % 10 == 0:
+                await asyncio.sleep(0.01)
+                windows.append(sctp._cwnd)
+        sctp._t3_expired()  # a retransmission timeout, as a long loss burst causes
+        windows.append(sctp._cwnd)
+        assert min(windows) >= floor
+        assert path.stats()["outgoing"].dropped_loss > 0  # there was loss to react to
+    finally:
+        await link.close()

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcsctptransport
 import attrs
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
@@ -52,6 +53,7 @@ from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.wire import MAX_DATAGRAM_BYTES
 
 __all__ = [
+    "DEFAULT_CWND_FLOOR_PACKETS",
     "DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES",
     "LOSSY_CHANNEL_ID",
     "LOSSY_LABEL",
@@ -66,6 +68,7 @@ __all__ = [
     "ConnectTimeout",
     "DataChannel",
     "PeerLink",
+    "hold_cwnd_floor",
     "loopback_candidates",
     "make_peer_connection",
 ]
@@ -92,6 +95,9 @@ MAX_PENDING_MESSAGES = 256
 
 #: Data-track channels a peer may open on one connection; more are closed at once.
 MAX_EXTRA_CHANNELS = 64
+
+#: Floor under each association's congestion window, in full packets (see hold_cwnd_floor).
+DEFAULT_CWND_FLOOR_PACKETS = 16
 
 MessageHandler = Callable[[bytes | str], object]
 ChannelHandler = Callable[["DataChannel"], object]
@@ -411,6 +417,7 @@ class PeerLink:
         name: str = "",
         lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
         impairment: Impairment | ImpairedPath | None = None,
+        cwnd_floor_packets: int = DEFAULT_CWND_FLOOR_PACKETS,
     ) -> None:
         self._pc = pc
         #: prefix of this link's log lines
@@ -450,6 +457,8 @@ class PeerLink:
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
         _shorten_initial_rto(pc)
+        if cwnd_floor_packets:
+            hold_cwnd_floor(pc, cwnd_floor_packets)
         # Attached once the channels gave pc its ICE transport, before any gathering.
         self._impairment: ImpairedPath | None = None
         if impairment is not None:
@@ -680,6 +689,41 @@ def _shorten_initial_rto(pc: RTCPeerConnection) -> None:
     sctp = pc.sctp
     if sctp is not None and isinstance(getattr(sctp, "_rto", None), float | int):
         sctp._rto = min(float(sctp._rto), SCTP_INITIAL_RTO_S)
+
+
+def hold_cwnd_floor(pc: RTCPeerConnection, packets: int) -> bool:
+    """Keep ``pc``'s SCTP congestion window at ``packets`` full packets or more.
+
+    aiortc's SCTP congestion control (RFC 4960) halves the window on a loss and drops it to
+    one packet on a retransmission timeout (at least 1 s), and every data channel of the
+    connection waits behind it, the lossy one included: at 5% loss a game's snapshots and
+    events then queue for seconds (docs/BENCHMARKS.md, "Events on the real stack"). netcode
+    paces its datagrams itself (a token bucket) and drops unreliable ones that would queue,
+    so below the floor the window protects little and costs the game its latency; above it,
+    SCTP's congestion control is unchanged. Affects this association only. Returns False if
+    aiortc's internals are not as expected (the connection then works unchanged).
+    """
+    sctp = pc.sctp
+    if sctp is None or not isinstance(getattr(sctp, "_cwnd", None), int):
+        return False
+    receive_sack = getattr(sctp, "_receive_sack_chunk", None)
+    t3_expired = getattr(sctp, "_t3_expired", None)
+    if receive_sack is None or t3_expired is None:
+        return False
+    floor = packets * int(getattr(aiortc.rtcsctptransport, "USERDATA_MAX_LENGTH", 1200))
+
+    async def receive_sack_chunk(chunk: Any) -> None:
+        await receive_sack(chunk)
+        sctp._cwnd = max(sctp._cwnd, floor)
+
+    def t3_expired_held() -> None:
+        t3_expired()  # schedules the retransmission, which runs after the floor is back
+        sctp._cwnd = max(sctp._cwnd, floor)
+
+    sctp._receive_sack_chunk = receive_sack_chunk  # type: ignore[method-assign]
+    sctp._t3_expired = t3_expired_held  # type: ignore[method-assign]
+    sctp._cwnd = max(sctp._cwnd, floor)
+    return True
 
 
 def _limit_for(raw: RTCDataChannel) -> int:

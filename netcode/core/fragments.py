@@ -69,6 +69,12 @@ class Reassembler:
         Raises ProtocolError (after dropping the message's partial state) when the piece
         contradicts the pieces already held or exceeds the configured limits.
         """
+        if header.fragment_count < 2 or header.fragment_index >= header.fragment_count:
+            # decode_fragment_untrusted refuses these too; a piece outside its count would
+            # complete a message that lacks piece 0 (KeyError on joining it)
+            raise ProtocolError(
+                f"fragment {header.fragment_index} of {header.fragment_count} is not a piece"
+            )
         if header.fragment_count > self.max_fragments:
             raise ProtocolError(
                 f"message in {header.fragment_count} fragments exceeds the limit of "

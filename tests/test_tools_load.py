@@ -22,6 +22,11 @@ def test_load_json_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> N
         "kbps_per_client",
         "event_p99_ms",
         "snapshot_age_p99_ms",
+        "server_cpu_ms_per_client_tick",
+        "clients_per_core",
+        "wire_kbps_per_client",
+        "wire_datagrams_per_client_s",
+        "bots_cpu_cores",
     ):
         assert key in result, key
     assert result["clients"] == 3 and result["clients_connected_at_end"] == 3
@@ -29,6 +34,12 @@ def test_load_json_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> N
     assert 80 <= result["ticks"] <= 95  # 3 s at 30 Hz, measured after the clients joined
     assert 0 < result["tick_p50_ms"] <= result["tick_p99_ms"]
     assert result["kbps_per_client"] > 5
+    # the server's whole process, from /proc, costs at least what its tick does
+    assert result["server_cpu_ms_per_tick"] >= 0.5 * result["cpu_per_tick_ms"] > 0
+    assert result["clients_per_core"] >= 1
+    # on the wire: the payload plus DTLS, SCTP and acknowledgements, in UDP datagrams
+    assert result["wire_kbps_per_client"] > result["kbps_per_client"]
+    assert result["wire_datagrams_per_client_s"] >= 30  # a snapshot a tick at least
     # every bot sends about one event a second to the two others
     assert result["events_received"] >= 3 * 2 * 2
     assert 0 < result["event_p50_ms"] <= result["event_p99_ms"] < 1000
@@ -61,3 +72,14 @@ def test_load_under_impairment_reports_it(capsys: pytest.CaptureFixture[str]) ->
     assert result["impairment"] == "latency=20,loss=0.05,seed=4"
     assert result["clients_connected_at_end"] == 2
     assert result["events_received"] >= 2 and result["event_p50_ms"] >= 40  # two 20 ms hops
+
+
+def test_bots_spread_over_processes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--clients", "3", "--duration", "2", "--bot-processes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bot_processes"] == 2 and result["clients_connected_at_end"] == 3
+    # the events cross processes: one monotonic clock, so latencies stay meaningful
+    assert result["events_received"] >= 3 * 2
+    assert 0 < result["event_p50_ms"] < 1000
+    assert result["wire_datagrams_per_client_s"] >= 30
+    assert result["server_cpu_ms_per_client_tick"] > 0

@@ -89,6 +89,8 @@ class Renderer:
         }
         self._text_cache: dict[tuple[str, str, Rgb], pygame.Surface] = {}
         self._overlay = pygame.Surface(size, pygame.SRCALPHA)
+        #: this frame's HUD panels, so that name labels keep clear of them
+        self._hud: list[pygame.Rect] = []
         self._fog = self._build_fog(size)
 
     # -- coordinates ----------------------------------------------------------------------
@@ -115,6 +117,7 @@ class Renderer:
     def draw(self, surface: pygame.Surface, scene: Scene) -> None:
         """Paint a whole frame of ``scene`` onto ``surface``."""
         surface.fill(VOID)
+        self._hud = []
         self._draw_ground(surface, scene)
         self._draw_storm(surface, scene)
         for pickup in scene.pickups:
@@ -125,14 +128,15 @@ class Renderer:
             self._draw_player(surface, scene, player)
         self._draw_night(surface, scene)
         self._draw_weather(surface, scene)
-        for player in scene.players:
-            self._draw_name(surface, scene, player)
         self._draw_scoreboard(surface, scene)
         self._draw_status(surface, scene)
         self._draw_chat(surface, scene)
         self._draw_minimap(surface, scene)
         if scene.show_net_graph:
             self._draw_net_graph(surface, scene.net_stats, scene.net_history)
+        # Names last, placed clear of the panels just drawn (see _draw_name).
+        for player in scene.players:
+            self._draw_name(surface, scene, player)
 
     # -- world ----------------------------------------------------------------------------
 
@@ -251,11 +255,19 @@ class Renderer:
         colour = (255, 255, 255) if player.id == scene.local_player_id else TEXT
         label = self._text(player.name, "name", colour)
         shadow = self._text(player.name, "name", SHADOW)
-        left, top = px - label.get_width() // 2, py - r - 12 - label.get_height()
-        surface.blit(shadow, (left + 1, top + 1))
-        surface.blit(label, (left, top))
+        # Above the player; below it if a panel covers that spot; not at all if both are
+        # covered (then the player is under the panel too).
+        left = px - label.get_width() // 2
+        for top in (py - r - 12 - label.get_height(), py + r + 8):
+            spot = pygame.Rect(left, top, label.get_width() + 1, label.get_height() + 1)
+            if spot.collidelist(self._hud) == -1:
+                surface.blit(shadow, (left + 1, top + 1))
+                surface.blit(label, (left, top))
+                break
         if player.health < MAX_HEALTH:
             bar = pygame.Rect(px - 16, py - r - 10, 32, 4)
+            if bar.collidelist(self._hud) != -1:
+                return
             pygame.draw.rect(surface, (40, 0, 0), bar)
             fill = bar.copy()
             fill.width = max(1, round(32 * player.health / MAX_HEALTH))
@@ -315,6 +327,7 @@ class Renderer:
     # -- HUD ------------------------------------------------------------------------------
 
     def _panel(self, surface: pygame.Surface, rect: pygame.Rect) -> None:
+        self._hud.append(rect)
         panel = pygame.Surface(rect.size, pygame.SRCALPHA)
         pygame.draw.rect(panel, PANEL, panel.get_rect(), border_radius=8)
         surface.blit(panel, rect.topleft)
@@ -329,7 +342,9 @@ class Renderer:
             pygame.draw.circle(surface, p.colour, (28, y + 7), 6)
             me = p.id == scene.local_player_id
             colour = (255, 255, 255) if me else TEXT
-            name = self._text(p.name + ("  (you)" if me else ""), "body", colour)
+            # the local player is marked, unless its name already says it ("you")
+            marked = me and p.name.casefold() != "you"
+            name = self._text(p.name + ("  (you)" if marked else ""), "body", colour)
             surface.blit(name, (42, y))
             score = self._text(str(p.score), "body", colour)
             surface.blit(score, (rect.right - 14 - score.get_width(), y))

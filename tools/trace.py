@@ -33,7 +33,7 @@ from typing import Any
 from netcode.trace import TraceFormatError, TraceReader
 from netcode.wire import MAX_DATAGRAM_BYTES, FrameType
 
-__all__ = ["TraceSummary", "main", "render_plots", "summarise_file"]
+__all__ = ["TraceSummary", "main", "render_plots", "snapshot_size_bins", "summarise_file"]
 
 #: Resolution of the time series kept while reading (seconds); plots merge bins further.
 FINE_BIN_S = 0.1
@@ -555,6 +555,24 @@ def _series(
     return centres, sums, covered
 
 
+def snapshot_size_bins(sizes: list[float], max_bins: int = 60) -> tuple[list[float], bool]:
+    """Histogram bin edges fitted to the sizes' range, and whether the datagram limit is
+    on that scale (it is drawn when within half again of the largest size).
+
+    Fitting the range to the data keeps the bars readable: snapshot frames are usually a
+    small fraction of the limit, and an axis running to the limit would squeeze them all
+    into its left edge.
+    """
+    lo, hi = min(sizes), max(sizes)
+    on_scale = 1.5 * hi >= MAX_DATAGRAM_BYTES
+    right = max(hi, MAX_DATAGRAM_BYTES) if on_scale else hi
+    span = max(right - lo, 1.0)
+    bins = max(1, min(max_bins, max(10, int(len(sizes) ** 0.5)), math.ceil(span)))
+    left, right = lo - 0.02 * span, right + 0.02 * span
+    width = (right - left) / bins
+    return [left + i * width for i in range(bins + 1)], on_scale
+
+
 def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> list[str]:
     """Write the PNGs described in the module docstring to ``directory``; returns their paths."""
     import matplotlib
@@ -621,13 +639,18 @@ def render_plots(summary: TraceSummary, directory: str, *, title: str = "") -> l
 
         data = np.asarray(sizes)
         fig, ax = plt.subplots(figsize=(11, 4))
-        ax.hist(data, bins=min(60, max(10, int(data.size**0.5))), color="tab:blue", alpha=0.8)
+        edges, limit_on_scale = snapshot_size_bins(list(sizes))
+        ax.hist(data, bins=edges, color="tab:blue", alpha=0.8)
+        ax.set_xlim(edges[0], edges[-1])
         p50, p99 = np.percentile(data, [50, 99])
         ax.axvline(p50, color="tab:green", linestyle="--", label=f"p50 {p50:.0f} B")
         ax.axvline(p99, color="tab:orange", linestyle="--", label=f"p99 {p99:.0f} B")
-        ax.axvline(
-            MAX_DATAGRAM_BYTES, color="tab:red", label=f"datagram limit {MAX_DATAGRAM_BYTES} B"
-        )
+        limit = f"datagram limit {MAX_DATAGRAM_BYTES} B"
+        if limit_on_scale:
+            ax.axvline(MAX_DATAGRAM_BYTES, color="tab:red", label=limit)
+        else:  # far off to the right: say so rather than squeeze the data to the left
+            share = float(data.max()) / MAX_DATAGRAM_BYTES
+            ax.plot([], [], color="tab:red", label=f"{limit} (off scale; max is {share:.0%})")
         direction = "sent" if summary.snapshot_out else "received"
         ax.set_title(f"Snapshot frame sizes ({direction}, {data.size:,} frames){suffix}")
         ax.set_xlabel("frame payload (bytes)")

@@ -87,9 +87,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         except ValueError as exc:
             parser.error(f"--impair: {exc}")
     if not 0 <= args.bots <= 32:
-        parser.error("--bots must be between 0 and 32")
+        parser.error(f"--bots must be within 0..32, not {args.bots}")
     if args.duration is not None and args.duration <= 0:
-        parser.error("--duration must be positive")
+        parser.error(f"--duration must be more than 0 seconds, not {args.duration:g}")
     if args.connect and not args.token:
         parser.error("--connect needs --token (make one with netcode-token --room arena ...)")
     if args.token and not args.connect:

@@ -109,6 +109,27 @@ def test_ttl_errors_speak_seconds(capsys: pytest.CaptureFixture[str]) -> None:
     assert "argument --ttl: -60 must be more than 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "nowhere.pem", "--tls-key", "nowhere.pem"], "cannot load nowhere.pem"),
+        (["--ice-server", "http://stun.example.org"], "bad ICE server URL"),
+        (["--ice-server", "turn:turn.example.org"], "needs a username and a credential"),
+        (["--cors-origin", "game.example.org"], "must be '*' or scheme://host"),
+        (["--port", "70000"], "not a port in 0..65535"),
+        (["--log-level", "LOUD"], "invalid choice: 'LOUD'"),
+    ],
+)
+def test_server_options_are_checked_before_starting(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        server_main(["--dev", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 # --- --loss is a percentage everywhere -----------------------------------------------------
 
 

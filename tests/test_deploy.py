@@ -17,6 +17,7 @@ from certs import make_self_signed
 from netcode import ConnectError, IceServer, Room, RoomServer
 from netcode.cli import make_token
 from netcode.transport.ice import to_rtc_ice_servers
+from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.webrtc import PeerLink, connect_peer
 
 KEY = "deploy-key"
@@ -203,6 +204,38 @@ async def test_ice_servers_reach_aiortc_on_both_ends(
         assert "typ srflx" in participant.link.pc.localDescription.sdp
         # a resume gathers with the same servers
         assert room._ice_servers == to_rtc_ice_servers(client_ice)
+        await room.disconnect()
+
+
+@pytest.mark.webrtc
+async def test_a_resume_uses_the_joins_tls_trust_and_ice_servers(
+    certificate: tuple[pathlib.Path, pathlib.Path], stun_server: tuple[StunResponder, int]
+) -> None:
+    cert, key = certificate
+    _, stun_port = stun_server
+    server = RoomServer(KEY, SECRET, ssl=server_tls(cert, key), dead_after=1.0, grace_period=5.0)
+    async with server:
+        await server.start("127.0.0.1", 0)
+        path = ImpairedPath(Impairment(seed=3))
+        room = Room()
+        seen: list[str] = []
+        room.on("reconnected", lambda: seen.append("reconnected"))
+        room.on("disconnected", lambda reason: seen.append(f"disconnected:{reason}"))
+        await room.connect(
+            server.url,
+            token("alice"),
+            ca_file=cert,
+            ice_servers=[f"stun:127.0.0.1:{stun_port}"],
+            impairment=path,
+        )
+        first = room.link
+        path.blackout(1.5)  # the link dies; the session resumes on a new one
+        async with asyncio.timeout(10):
+            while not seen:
+                await asyncio.sleep(0.05)
+        assert seen == ["reconnected"]  # over https, trusting the same certificate
+        assert room.link is not None and room.link is not first
+        assert ice_settings(room.link).stun_server == ("127.0.0.1", stun_port)
         await room.disconnect()
 
 

@@ -180,6 +180,7 @@ _GRANT_CLAIMS: dict[str, str] = {
     "can_publish_data": "canPublishData",
     "can_subscribe": "canSubscribe",
     "room_admin": "roomAdmin",
+    "room_host": "roomHost",
 }
 
 
@@ -197,10 +198,19 @@ class Grants:
     can_subscribe: bool = True
     #: may administer the room (kick, mute, update metadata of others)
     room_admin: bool = False
+    #: peer-to-peer rooms: hosts the game (a listen server); the first to join with it does
+    room_host: bool = False
 
     def to_claim(self) -> dict[str, bool | str]:
-        """The grants as a JWT claim object (camelCase keys, LiveKit style)."""
-        return {wire: getattr(self, field) for field, wire in _GRANT_CLAIMS.items()}
+        """The grants as a JWT claim object (camelCase keys, LiveKit style).
+
+        ``roomHost`` (netcode's own) is written only when set, so other tokens keep
+        LiveKit's exact shape.
+        """
+        claim = {wire: getattr(self, field) for field, wire in _GRANT_CLAIMS.items()}
+        if not self.room_host:
+            del claim["roomHost"]
+        return claim
 
     @classmethod
     def from_claim_untrusted(cls, claim: object) -> Grants:
@@ -227,6 +237,7 @@ class Grants:
             can_publish_data=read("can_publish_data", bool),
             can_subscribe=read("can_subscribe", bool),
             room_admin=read("room_admin", bool),
+            room_host=read("room_host", bool),
         )
 
 

@@ -35,7 +35,7 @@ import os
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -83,6 +83,11 @@ from netcode.transport.webrtc import (
     connect_peer,
 )
 from netcode.wire import FrameType
+
+if TYPE_CHECKING:
+    from netcode.rooms.listen import ListenRoom
+    from netcode.rooms.p2p import Mesh
+    from netcode.rooms.server import RoomHost
 
 __all__ = [
     "MAX_LOSSY_PAYLOAD_BYTES",
@@ -171,6 +176,14 @@ class DataPacket:
     kind: DataPacketKind  #: RELIABLE or LOSSY
 
 
+class _TrackSender(Protocol):
+    """Sends a track's messages to its subscribers (a P2P room's per-peer channels)."""
+
+    def send(self, data: bytes | str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class LocalDataTrack:
     """A data track this client can publish (Twilio's DataTrack, in a LiveKit room).
 
@@ -204,6 +217,7 @@ class LocalDataTrack:
         self.max_retransmits = max_retransmits
         self.sid: int | None = None
         self._channel: DataChannel | None = None
+        self._fanout: _TrackSender | None = None  # P2P rooms: a channel per peer
 
     @property
     def reliable(self) -> bool:
@@ -211,7 +225,7 @@ class LocalDataTrack:
 
     @property
     def is_published(self) -> bool:
-        return self._channel is not None
+        return self._channel is not None or self._fanout is not None
 
     def send(self, data: bytes | str) -> bool:
         """Send a message to every subscriber (str arrives as str, bytes as bytes).
@@ -219,6 +233,8 @@ class LocalDataTrack:
         Returns False if an unreliable message was dropped because the link is backed up.
         Raises ValueError over the size limit and DisconnectedError if not published.
         """
+        if self._fanout is not None:
+            return self._fanout.send(data)
         if self._channel is None:
             raise DisconnectedError(f"track {self.name!r} is not published")
         try:
@@ -316,6 +332,14 @@ class LocalParticipant:
                 sid = await future
         finally:
             self._pending_tracks.pop(request_id, None)
+        if room.mesh is not None:
+            # P2P: a channel to each subscribing peer, straight from here
+            track.sid = sid
+            fanout = room.mesh.track_fanout(track, sid)
+            track._fanout = fanout
+            self.tracks[track.name] = track
+            await fanout.wait_open(timeout)
+            return
         link = room.link
         if link is None:
             raise DisconnectedError("the link dropped while the track was being published")
@@ -338,6 +362,9 @@ class LocalParticipant:
         if track._channel is not None:
             track._channel.close()
         track._channel = None
+        if track._fanout is not None:
+            track._fanout.close()
+        track._fanout = None
 
     async def register_rpc_method(self, method: str, handler: RpcHandler) -> None:
         """Serve RPC ``method``: ``handler(RpcInvocationData)`` returns (or awaits) a str.
@@ -502,6 +529,8 @@ class Room(EventEmitter):
         self._orphan_channels: dict[int, DataChannel] = {}
         self._subscriptions: list[str] | None = None
         self.events: EventLink | None = None
+        #: P2P rooms: the direct links to the other participants (None in a group room)
+        self.mesh: Mesh | None = None
         self._event_handlers: dict[type, list[Callable[..., Any]]] = {}
         self.frame_handlers[FrameType.EVENT] = self._on_event_frame
         self.extension_handlers[ExtensionChannel.EVENTS] = self._on_fallback_event
@@ -620,6 +649,10 @@ class Room(EventEmitter):
                     name=link.name,
                 )
                 self.connection.add_flush_hook(self.events)
+                if link.server_info.get("room_type") == "p2p":
+                    from netcode.rooms.p2p import Mesh
+
+                    self.mesh = Mesh(self)
                 link.on_channel(self._on_channel)
                 link.on_reliable(self._on_reliable)
                 link.on_state_change(self._on_link_state)
@@ -627,6 +660,8 @@ class Room(EventEmitter):
                     self._subscriptions = [check_topic(t) for t in topics]
                     self._send(Kind.SUBSCRIBE, all=False, topics=self._subscriptions)
                 await self._joined
+                if self.mesh is not None:
+                    await self.mesh.ready()  # our rights on the mesh (PEER_INFO) are known
         except BaseException as exc:
             await self._teardown()
             self._set_state(ConnectionState.DISCONNECTED)
@@ -660,6 +695,8 @@ class Room(EventEmitter):
         """Receive only these topics (None: all). Untopiced packets always arrive."""
         self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
         self._send(Kind.SUBSCRIBE, all=topics is None, topics=self._subscriptions or [])
+        if self.mesh is not None:
+            self.mesh.set_subscriptions(self._subscriptions)
 
     @property
     def trace(self) -> TraceWriter | None:
@@ -703,6 +740,8 @@ class Room(EventEmitter):
         """Bytes waiting to reach the server: the link's queue, or while reconnecting, the
         reliable messages the server has not confirmed."""
         link = self.link
+        if self.mesh is not None:  # P2P: the data goes to the peers
+            return self.mesh.send_backlog()
         if self.connection_state is ConnectionState.CONNECTED and link is not None:
             return link.send_backlog()
         return self._replay.bytes
@@ -734,6 +773,10 @@ class Room(EventEmitter):
 
     def send_extension(self, channel: int, body: bytes) -> None:
         """Send an EXTENSION message (used by the events, RPC and streams layers)."""
+        if self.mesh is not None and channel in (ExtensionChannel.RPC, ExtensionChannel.STREAMS):
+            self._require_link()
+            self.mesh.send_extension(channel, body)  # P2P: straight to the participants
+            return
         self._send(Kind.EXTENSION, channel=channel, pid=0, body=body)
 
     def send_event(
@@ -750,6 +793,10 @@ class Room(EventEmitter):
         assert self.events is not None and self.connection is not None
         destinations = self._destination_pids(destination_identities)
         if destinations is None:
+            return
+        if self.mesh is not None:  # P2P: on each destination's own link
+            codec = self.events.registry.of(event)
+            self.mesh.send_event(codec, codec.encode(event), check_topic(topic), destinations)
             return
         self.events.send_up(event, check_topic(topic), destinations)
         self.connection.schedule_flush()
@@ -780,20 +827,60 @@ class Room(EventEmitter):
     def _dispatch_events(self) -> None:
         assert self.events is not None
         for event, pid, topic in self.events.receive_down(self._protocol_error):
-            participant = self._by_pid.get(pid)
-            if pid and participant is None:
-                continue  # from someone who already left
-            for handler in list(self._event_handlers.get(type(event), ())):
-                try:
-                    handler(event, participant, topic)
-                except Exception:
-                    logger.exception("event handler %r raised", handler)
+            self._dispatch_event(event, pid, topic)
+
+    def _dispatch_event(self, event: Any, pid: int, topic: str) -> None:
+        """Call the handlers of ``event`` from participant ``pid`` (0: the game host)."""
+        participant = self._by_pid.get(pid)
+        if pid and participant is None:
+            return  # from someone who already left
+        for handler in list(self._event_handlers.get(type(event), ())):
+            try:
+                handler(event, participant, topic)
+            except Exception:
+                logger.exception("event handler %r raised", handler)
 
     def send_frame(self, frame_type: int, payload: bytes, **options: Any) -> None:
-        """Send a frame of a higher layer on the lossy channel (see Endpoint.send_frame)."""
+        """Send a frame of a higher layer on the lossy channel (see Endpoint.send_frame).
+
+        In a P2P room it goes to the room's listen host (DisconnectedError if none).
+        """
         self._require_link()
+        if self.mesh is not None:
+            self.mesh.send_host_frame(frame_type, payload, **options)
+            return
         assert self.connection is not None
         self.connection.send_frame(frame_type, payload, **options)
+
+    @property
+    def host_connection(self) -> DatagramConnection | None:
+        """The connection to the room's game host: the server's in a group room, the
+        listen host's direct link in a P2P room (None: not connected, or no host)."""
+        if self.mesh is not None:
+            pair = self.mesh.host_pair
+            return pair.connection if pair is not None and pair.is_open else None
+        return self.connection
+
+    @property
+    def host_topics_in(self) -> IncomingTopics:
+        """Topic ids bound by the room's game host (for its SNAPSHOT frames)."""
+        if self.mesh is not None:
+            pair = self.mesh.host_pair
+            if pair is None:
+                raise ProtocolError("a game-host frame with no game host in the room")
+            return pair.topics_in
+        return self._topics_in
+
+    def host_game(self, host: RoomHost) -> ListenRoom:
+        """Host a game for the others: this client is a P2P room's listen host.
+
+        ``host`` is a :class:`~netcode.rooms.host.GameHost` (or any RoomHost); the other
+        participants' Replicas replicate from it over their direct links. The token needs
+        the ``room_host`` grant. See :mod:`netcode.rooms.listen`.
+        """
+        from netcode.rooms.listen import host_game
+
+        return host_game(self, host)
 
     def publish_data(
         self,
@@ -819,6 +906,9 @@ class Room(EventEmitter):
                     f"reliable payload of {len(data)} bytes exceeds the limit of "
                     f"{MAX_RELIABLE_PAYLOAD_BYTES} bytes (15 KiB); send larger data as a stream"
                 )
+            if self.mesh is not None:  # P2P: straight to the destinations
+                self.mesh.publish_data(data, text, True, destinations, topic)
+                return
             topic_id, new = self._topics_out.bind(topic)
             if new:
                 self._send(Kind.TOPIC, topic_id=topic_id, name=topic)
@@ -837,6 +927,9 @@ class Room(EventEmitter):
                 f"lossy payload of {len(data)} bytes exceeds the limit of "
                 f"{MAX_LOSSY_PAYLOAD_BYTES} bytes; use reliable=True or a stream"
             )
+        if self.mesh is not None:  # P2P: straight to the destinations
+            self.mesh.publish_data(data, text, False, destinations, topic)
+            return
         topic_id, inline = self._topics_out.lossy_ref(topic)
         frame = encode_lossy_up(topic_id, inline, text, destinations, data)
         on_delivery = None if inline is None else self._topics_out.confirm_when_acked(topic_id)
@@ -890,6 +983,20 @@ class Room(EventEmitter):
         if participant is not None and participant.reconnecting:
             participant.reconnecting = False
             self.emit("participant_reconnected", participant)
+
+    def _mesh(self) -> Mesh:
+        if self.mesh is None:
+            raise ProtocolError("peer-to-peer signaling in a group room")
+        return self.mesh
+
+    def _on_peer_info(self, body: Any) -> None:
+        self._mesh().on_peer_info(body)
+
+    def _on_peer_offer(self, body: Any) -> None:
+        self._mesh().on_offer(body)
+
+    def _on_peer_answer(self, body: Any) -> None:
+        self._mesh().on_answer(body)
 
     def _on_event(self, event: Event) -> None:
         if not isinstance(event, FrameReceived):
@@ -958,6 +1065,8 @@ class Room(EventEmitter):
         self.emit("participant_connected", self._add_participant(body))
 
     def _on_participant_left(self, body: Any) -> None:
+        if self.mesh is not None:
+            self.mesh.peer_left(body.pid)
         participant = self._by_pid.pop(body.pid, None)
         if participant is None:
             return
@@ -998,6 +1107,8 @@ class Room(EventEmitter):
         channel = self._orphan_channels.pop(body.sid, None)
         if channel is not None:
             self._bind_track(track, channel)
+        if self.mesh is not None:
+            self.mesh.track_published(track)
 
     def _on_track_unpublished(self, body: Any) -> None:
         track = self._tracks.get(body.sid)
@@ -1235,7 +1346,7 @@ class Room(EventEmitter):
         self.connection.attach(link)
         link.on_channel(self._on_channel)
         for track in self.local_participant.tracks.values():
-            if track.sid is not None:
+            if track.sid is not None and track._fanout is None:
                 track._channel = link.create_channel(
                     f"track/{track.sid}",
                     ordered=track.ordered,
@@ -1262,6 +1373,9 @@ class Room(EventEmitter):
         if watch_task is not None and watch_task is not asyncio.current_task():
             watch_task.cancel()
         self.events = None
+        mesh, self.mesh = self.mesh, None
+        if mesh is not None:
+            await mesh.close()
         http, self._http = self._http, SignalingClient()
         await http.close()
         if self.connection is not None:
@@ -1284,6 +1398,7 @@ class Room(EventEmitter):
         self.streams.close()
         for local in self.local_participant.tracks.values():
             local._channel = None
+            local._fanout = None
         self.local_participant.tracks.clear()
         self._topics_in = IncomingTopics()
         self._topics_out = OutgoingTopics()
@@ -1314,6 +1429,9 @@ _SERVER_MESSAGES: dict[Kind, Callable[[Room, Any], None]] = {
     Kind.RESUMED: Room._on_resumed,
     Kind.PARTICIPANT_RECONNECTING: Room._on_participant_reconnecting,
     Kind.PARTICIPANT_RECONNECTED: Room._on_participant_reconnected,
+    Kind.PEER_INFO: Room._on_peer_info,
+    Kind.PEER_OFFER: Room._on_peer_offer,
+    Kind.PEER_ANSWER: Room._on_peer_answer,
 }
 
 

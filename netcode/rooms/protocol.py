@@ -46,6 +46,9 @@ __all__ = [
     "MAX_TOPIC_CHARS",
     "MAX_TRACK_NAME_CHARS",
     "MESSAGE",
+    "PEER_HOST",
+    "PEER_PUBLISH",
+    "PEER_SUBSCRIBE",
     "UNCOUNTED_KINDS",
     "ExtensionChannel",
     "Kind",
@@ -93,10 +96,18 @@ class Kind(enum.IntEnum):
     LEAVE = 16  #: C: I am leaving on purpose (do not hold my session)
     PARTICIPANT_RECONNECTING = 17  #: S: a participant's link dropped; its session is held
     PARTICIPANT_RECONNECTED = 18  #: S: that participant is back
+    PEER_INFO = 19  #: S: P2P rooms: a participant's rights and role on the mesh
+    PEER_OFFER = 20  #: C and S: P2P rooms: an SDP offer for a direct link (S: pid stamped)
+    PEER_ANSWER = 21  #: C and S: P2P rooms: the SDP answer to a PEER_OFFER (S: pid stamped)
 
 
 #: Kinds that are not numbered for replay (see netcode.core.replay): they concern the link.
 UNCOUNTED_KINDS = frozenset({Kind.ACK, Kind.RESUMED})
+
+#: PEER_INFO flags: the participant may publish, may subscribe, is the room's listen host.
+PEER_PUBLISH = 0x01
+PEER_SUBSCRIBE = 0x02
+PEER_HOST = 0x04
 
 
 class ExtensionChannel(enum.IntEnum):
@@ -223,6 +234,10 @@ _BODIES = {
     Kind.LEAVE: Struct(),
     Kind.PARTICIPANT_RECONNECTING: Struct("pid" / Int16ub),
     Kind.PARTICIPANT_RECONNECTED: Struct("pid" / Int16ub),
+    Kind.PEER_INFO: Struct("pid" / Int16ub, "flags" / Byte),  # PEER_* flags below
+    # C: pid is the participant the SDP is for; S: the one it came from (stamped)
+    Kind.PEER_OFFER: Struct("pid" / Int16ub, "attempt" / Int16ub, "sdp" / _String),
+    Kind.PEER_ANSWER: Struct("pid" / Int16ub, "attempt" / Int16ub, "sdp" / _String),
 }
 
 MESSAGE = Struct(

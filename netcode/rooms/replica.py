@@ -99,7 +99,7 @@ class _Hub:
         if self.schema_error is not None:
             return  # our classes would misread the server's entities: decode nothing
         _, topic_id, inline, _, part = decode_lossy_down_untrusted(payload)
-        topic = self.room._topics_in.resolve(topic_id, inline)
+        topic = self.room.host_topics_in.resolve(topic_id, inline)
         self.topic_ids[topic] = topic_id
         decoder = self.decoder(topic)
         try:
@@ -142,7 +142,7 @@ class _Hub:
             self._receipt_timer.cancel()
             self._receipt_timer = None
         due, self._receipts_due = self._receipts_due, set()
-        if self.room.connection is None:
+        if self.room.host_connection is None:
             return
         for topic in sorted(due):
             receipt = self.decoders[topic].receipt()
@@ -168,8 +168,9 @@ class _Hub:
     def _on_hello(self, sender_pid: int, body: bytes) -> None:
         tick_rate, epoch, _ = decode_hello_untrusted(body)
         self.timeline = TickTimeline(tick_rate, epoch)
-        if self.room.connection is not None:
-            piggyback_acks(self.room.connection.endpoint, tick_rate)
+        connection = self.room.host_connection
+        if connection is not None:
+            piggyback_acks(connection.endpoint, tick_rate)
         description = hello_description_untrusted(body)
         if description is None:
             return
@@ -326,7 +327,7 @@ class Replica(EventEmitter):
     def server_time(self, local_now: float | None = None) -> float | None:
         """The server's clock now, as estimated from the connection's pings."""
         now = self._now() if local_now is None else local_now
-        connection = self.room.connection
+        connection = self.room.host_connection
         if connection is not None:
             self.clock.update(now, connection.endpoint.clock.offset)
         return self.clock.server_time(now)

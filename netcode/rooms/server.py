@@ -41,7 +41,7 @@ import itertools
 import logging
 import secrets
 import ssl as ssl_module
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from netcode.auth import Claims, MissingGrant, TokenError, TokenVerifier
@@ -54,6 +54,7 @@ from netcode.core import (
     ReplayLog,
 )
 from netcode.errors import ProtocolError, SendQueueFull
+from netcode.rooms import mesh
 from netcode.rooms.events import EventLink, encode_fallback
 from netcode.rooms.limits import PeerBudgets, PeerMeter
 from netcode.rooms.protocol import (
@@ -590,8 +591,9 @@ class ServerParticipant:
         counted = not (data and isinstance(data, bytes) and data[0] in _UNCOUNTED_BYTES)
         if counted and self.received.count():
             self.send_message(Kind.ACK, received=self.received.take_ack())
+        handlers = _P2P_CLIENT_MESSAGES if self.room.p2p else _CLIENT_MESSAGES
         try:
-            dispatch_message_untrusted(data, _CLIENT_MESSAGES, self)
+            dispatch_message_untrusted(data, handlers, self)
         except ProtocolError as exc:
             self.protocol_error(exc)
 
@@ -687,7 +689,7 @@ class ServerParticipant:
         """The client opened a channel: it must be the channel of a track it published."""
         prefix, _, sid_text = channel.label.partition("/")
         track = self.tracks.get(int(sid_text)) if sid_text.isdigit() else None
-        if prefix != "track" or track is None or track.inbound is not None:
+        if prefix != "track" or track is None or track.inbound is not None or self.room.p2p:
             channel.close()
             self.protocol_error(f"unexpected channel {channel.label!r}")
             return
@@ -706,15 +708,36 @@ _CLIENT_MESSAGES = {
     Kind.LEAVE: ServerParticipant._on_leave,
 }
 
+#: Peer-to-peer rooms: the server brokers offers and answers and relays no data.
+_P2P_CLIENT_MESSAGES = {
+    **_CLIENT_MESSAGES,
+    Kind.TOPIC: mesh.refuse_data,
+    Kind.DATA: mesh.refuse_data,
+    Kind.EXTENSION: mesh.refuse_relayed_extension,
+    Kind.PEER_OFFER: mesh.relay_offer,
+    Kind.PEER_ANSWER: mesh.relay_answer,
+}
+
 
 class ServerRoom:
-    """One room: its participants, their tracks, and an optional game host."""
+    """One room: its participants, their tracks, and an optional game host.
 
-    def __init__(self, name: str, server: RoomServer) -> None:
+    ``p2p``: a peer-to-peer room, where participants connect to each other directly and
+    the server only admits them and brokers their offers and answers (see
+    :mod:`netcode.rooms.mesh`).
+    """
+
+    def __init__(self, name: str, server: RoomServer, *, p2p: bool = False) -> None:
         self.name = name
         self.server = server
         self.participants: dict[int, ServerParticipant] = {}
         self.host: RoomHost | None = None
+        #: peer-to-peer: the server relays offers and answers, never data
+        self.p2p = p2p
+        #: peer-to-peer: the pid of the room's listen host (0: none)
+        self.host_pid = 0
+        #: peer-to-peer: PEER_OFFER and PEER_ANSWER messages forwarded
+        self.signals_relayed = 0
         self._pids = itertools.count(1)
         self._sids = itertools.count(1)
 
@@ -742,6 +765,8 @@ class ServerRoom:
             previous.disconnect("duplicate_identity", "the same identity connected again")
         if len(self.participants) >= self.server.max_participants:
             raise MissingGrant(f"room {self.name!r} is full", grant="room_join")
+        if self.p2p:
+            mesh.check_join(self, claims)
         pid = self._next_id(self._pids, self.participants)
         participant = ServerParticipant(self, pid, claims, link, self.server)
         participant.send_message(
@@ -758,6 +783,8 @@ class ServerRoom:
         for other in self.participants.values():
             other.send_message(Kind.PARTICIPANT_JOINED, **participant.wire())
         self.participants[pid] = participant
+        if self.p2p:
+            mesh.announce_join(self, participant)
         if participant.can_subscribe:
             for track in self.tracks():
                 self._subscribe(participant, track)
@@ -791,6 +818,8 @@ class ServerRoom:
         for other in self.participants.values():
             other.send_message(Kind.PARTICIPANT_LEFT, pid=participant.pid)
         logger.info("%s left room %r", participant.identity, self.name)
+        if self.p2p:
+            mesh.peer_left(self, participant)
         if self.host is not None:
             self.host.participant_left(participant)
 
@@ -942,8 +971,8 @@ class ServerRoom:
                 self._subscribe(other, track)
 
     def _subscribe(self, subscriber: ServerParticipant, track: ServerTrack) -> None:
-        if subscriber is track.owner or subscriber.link is None:
-            return
+        if subscriber is track.owner or subscriber.link is None or self.p2p:
+            return  # (in a P2P room the publisher opens the channels itself)
         try:
             channel = subscriber.link.create_channel(
                 track.label,
@@ -1016,6 +1045,7 @@ class RoomServer:
         ssl: ssl_module.SSLContext | None = None,
         ice_servers: Iterable[IceServerLike] | None = None,
         cors_origins: Iterable[str] | None = None,
+        room_types: Mapping[str, str] | None = None,
     ) -> None:
         """``ssl``: serve signaling over HTTPS with this context (its certificate chain
         loaded; :attr:`url` is then ``https://``); plain HTTP is for 127.0.0.1 and
@@ -1029,7 +1059,17 @@ class RoomServer:
         ``max_replay_bytes``: reliable bytes a client may leave unconfirmed (then it is
         disconnected as a slow consumer); ``impairment`` impairs every client's UDP
         datagrams at the server, both ways (an Impairment for all, or a function of the
-        client's claims; see :mod:`netcode.transport.impair`)."""
+        client's claims; see :mod:`netcode.transport.impair`).
+
+        ``room_types``: room name -> ``"p2p"`` (peer to peer: participants connect to each
+        other directly, the server only admits them and brokers their offers and answers;
+        see docs/ROOM-TYPES.md) or ``"group"`` (the default: the server relays)."""
+        room_types = dict(room_types or {})
+        for room_name, kind in room_types.items():
+            if kind not in mesh.ROOM_TYPES:
+                raise ValueError(f"room {room_name!r}: type must be 'p2p' or 'group', not {kind!r}")
+        #: the type of each room named here (others are group rooms)
+        self.room_types = room_types
         if not dead_after > 0:
             raise ValueError(f"dead_after must be positive seconds, got {dead_after!r}")
         if not grace_period >= 0:
@@ -1093,6 +1133,12 @@ class RoomServer:
         """Base URL clients pass to ``Room.connect`` (after start)."""
         return self._signaling.url
 
+    @property
+    def signaling(self) -> SignalingServer:
+        """The HTTP(S) signaling server clients connect through (its ``forward_key`` trusts
+        the routers of a worker pool or cluster: see :mod:`netcode.cluster`)."""
+        return self._signaling
+
     def add_page(self, path: str, page: HttpReply | PageHandler, *, cors: bool = False) -> None:
         """Serve GET ``path`` beside signaling (before :meth:`start`): a fixed
         :class:`~netcode.transport.signaling.HttpReply` or ``page(query, remote_address)``
@@ -1132,18 +1178,38 @@ class RoomServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def room(self, name: str) -> ServerRoom:
-        """The room called ``name``, created if needed (to attach a host before anyone joins)."""
+    def room(self, name: str, *, p2p: bool | None = None) -> ServerRoom:
+        """The room called ``name``, created if needed (to attach a host before anyone joins).
+
+        ``p2p``: make it a peer-to-peer room (True) or a group room (False); None: as
+        ``room_types`` says (group by default). Raises ValueError to change the type of a
+        room that has participants.
+        """
         room = self.rooms.get(name)
+        if p2p is None:
+            p2p = self.room_types.get(name) == "p2p" if room is None else room.p2p
         if room is None:
-            room = self.rooms[name] = ServerRoom(name, self)
+            room = self.rooms[name] = ServerRoom(name, self, p2p=p2p)
+        elif room.p2p != p2p:
+            if room.participants:
+                raise ValueError(f"room {name!r} has participants: its type cannot change")
+            room.p2p = p2p
         return room
+
+    def room_type(self, name: str) -> str:
+        """``"p2p"`` or ``"group"``: the type of room ``name`` (existing or to be made)."""
+        room = self.rooms.get(name)
+        if room is not None:
+            return "p2p" if room.p2p else "group"
+        return self.room_types.get(name, "group")
 
     async def _authorize(self, token: str, requested_room: str) -> Claims:
         claims = self.verifier.verify(token, room=requested_room or None)
         room = self.rooms.get(claims.grants.room)
         if room is not None and len(room.participants) >= self.max_participants:
             raise MissingGrant(f"room {claims.grants.room!r} is full", grant="room_join")
+        if room is not None and room.p2p:
+            mesh.check_join(room, claims)
         return claims
 
     def _answer_info(self, claims: Claims) -> dict[str, Any]:
@@ -1152,6 +1218,7 @@ class RoomServer:
             "identity": claims.identity,
             "name": claims.name,
             "metadata": claims.metadata,
+            "room_type": self.room_type(claims.grants.room),
         }
 
     async def _authorize_resume(self, fields: Any) -> Claims:

@@ -67,7 +67,7 @@ class DatagramConnection:
 
     def __init__(
         self,
-        link: DatagramLink,
+        link: DatagramLink | None,
         on_event: Callable[[Event], None],
         *,
         config: EndpointConfig | None = None,
@@ -107,7 +107,8 @@ class DatagramConnection:
         self.admit: Callable[[float, int], bool] | None = None
         #: datagrams dropped because ``admit`` refused them
         self.datagrams_throttled = 0
-        link.on_lossy(self._on_datagram)
+        if link is not None:  # else frames wait in the endpoint until attach()
+            link.on_lossy(self._on_datagram)
 
     def attach(self, link: DatagramLink) -> None:
         """Drive the endpoint over ``link`` from now on (the previous one is let go)."""

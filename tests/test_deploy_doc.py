@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.metadata
+import io
 import os
 import pathlib
 import re
@@ -19,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -49,11 +52,18 @@ def env() -> dict[str, str]:
 
 
 def help_text(program: str) -> str:
-    out = subprocess.run(
-        [str(BIN / program), "--help"], capture_output=True, text=True, timeout=60, env=env()
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    """``program --help``, run in this process through its console-script entry point."""
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name=program)
+    main = entry.load()
+    out = io.StringIO()
+    with (
+        mock.patch.dict(os.environ, env(), clear=True),
+        contextlib.redirect_stdout(out),
+        pytest.raises(SystemExit) as exit_info,
+    ):
+        main(["--help"])
+    assert exit_info.value.code == 0
+    return out.getvalue()
 
 
 def check_options(command: str) -> None:

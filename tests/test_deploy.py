@@ -253,6 +253,10 @@ def test_ice_server_urls_are_checked() -> None:
         IceServer("turns:a:5349?transport=udp", username="u", credential="p")
     with pytest.raises(ValueError, match="bad ICE server URL"):
         RoomServer(KEY, SECRET, ice_servers=["stun:"])
+    with pytest.raises(ValueError, match="needs 'urls'"):
+        to_rtc_ice_servers([{"url": "stun:a"}])
+    (one,) = to_rtc_ice_servers({"urls": ["turn:a"], "username": "u", "credential": "p"})
+    assert (one.urls, one.username, one.credential) == (["turn:a"], "u", "p")
 
 
 # --- CORS ----------------------------------------------------------------------------------

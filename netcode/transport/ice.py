@@ -123,6 +123,8 @@ def _one(server: IceServerLike) -> RTCIceServer:
     if isinstance(server, str):
         server = IceServer.from_url(server)
     elif isinstance(server, Mapping):
+        if "urls" not in server:
+            raise ValueError(f"an ICE server mapping needs 'urls', got keys {sorted(server)}")
         server = IceServer(
             server["urls"], username=server.get("username"), credential=server.get("credential")
         )

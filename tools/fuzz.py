@@ -1612,14 +1612,16 @@ class SignalingFuzzer:
         await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-async def http_post(url: str, body: bytes) -> int:
+async def http_post(url: str, body: bytes, *, source: str | None = None) -> int:
     """POST ``body`` (as JSON) to ``url`` (http://host:port/path) on a connection of its own;
     returns the status. A bare HTTP/1.1 client: tools leave aiohttp to the transport layer,
-    and a fuzzer wants to send exactly the bytes it chose."""
+    and a fuzzer wants to send exactly the bytes it chose. ``source``: the local address to
+    send from (another loopback address is another client to the server's limits)."""
     rest = url.removeprefix("http://")
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    local = None if source is None else (source, 0)
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=local)
     try:
         head = (
             f"POST /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"

@@ -184,6 +184,9 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
     if args.relay_at_once:
         host.sends_every_tick = False
     LoadGame(host, args.entities)
+    from .hostile import ServerReport  # here: hostile imports this module
+
+    report = ServerReport(server, host)  # why each session ended (netcode-load --hostile)
     room = server.room(ROOM)
     host.attach(room)
     probe = ServerProbe(room, args.tick_rate)
@@ -210,6 +213,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
     stats = host.tick_stats()
     stats["clients"] = len(host.clients)
     stats["entities"] = len(host.world)
+    stats["server_report"] = report.summary()
     if args.probe:
         stats["probe"] = probe.stats()
     await host.stop()

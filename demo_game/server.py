@@ -21,6 +21,10 @@ After the inputs the simulation's other rules run (NPCs, storm, pickups); its st
 mirrored into the host's worlds (players and NPCs on ``position``, the environment on
 ``environment``) and its events become reliable game events: pickups spawning, despawning
 and being collected on ``game``, chat lines on ``chat``.
+
+Spectators (participants whose token metadata is ``spectator``) get no player: they see the
+arena and may chat. The server serves a spectator page for browsers at ``/watch``
+(:mod:`demo_game.watch`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from demo_game.sim import (
     apply_input,
     sanitize_chat,
 )
+from demo_game.watch import add_watch_pages, is_spectator_metadata
 from netcode.cli import (
     add_logging_arguments,
     add_server_network_arguments,
@@ -108,6 +113,16 @@ class _Player:
         self.chat_allowance = CHAT_BURST
 
 
+class _Spectator:
+    """A participant who watches (token metadata ``spectator``): no player, may chat."""
+
+    def __init__(self, participant: ServerParticipant) -> None:
+        self.participant = participant
+        base = (participant.name or participant.identity or "spectator")[:16]
+        self.name = f"{base} (watching)"
+        self.chat_allowance = CHAT_BURST
+
+
 class _ArenaHost(GameHost):
     """The game host, handing game events from clients to the arena."""
 
@@ -136,6 +151,7 @@ class ArenaServer:
         self.host.on_join = self._join
         self.host.on_leave = self._leave
         self.players: dict[int, _Player] = {}  # by participant pid
+        self.spectators: dict[int, _Spectator] = {}  # by participant pid
         self._by_sim_id: dict[int, _Player] = {}
         self._npc_entities: dict[int, int] = {}
         for npc in self.sim.npcs.values():
@@ -155,6 +171,12 @@ class ArenaServer:
     # -- participants ---------------------------------------------------------------------
 
     def _join(self, participant: ServerParticipant) -> None:
+        if is_spectator_metadata(getattr(participant, "metadata", "")):
+            self.spectators[participant.pid] = _Spectator(participant)
+            for pickup in sorted(self.sim.pickups.values(), key=lambda p: p.id):
+                self._send(spawn_of_pickup(pickup), GAME_TOPIC, [participant])
+            logger.info("%s is watching", participant.identity)
+            return
         name = (participant.name or participant.identity or f"player{participant.pid}")[:16]
         state, _ = self.sim.add_player(name)
         eid = self.host.world.spawn(player_entity(state, participant.pid))
@@ -168,6 +190,7 @@ class ArenaServer:
         logger.info("%s joined as player %d (entity %d)", participant.identity, state.id, eid)
 
     def _leave(self, participant: ServerParticipant) -> None:
+        self.spectators.pop(participant.pid, None)
         player = self.players.pop(participant.pid, None)
         if player is None:
             return
@@ -191,6 +214,13 @@ class ArenaServer:
 
     def event_received(self, participant: ServerParticipant, event: Any, topic: str) -> None:
         """A client's event: a Chat on the ``say`` topic becomes everyone's ChatLine."""
+        spectator = self.spectators.get(participant.pid)
+        if spectator is not None and topic == SAY_TOPIC and isinstance(event, Chat):
+            text = sanitize_chat(event.text)
+            if text and spectator.chat_allowance >= 1.0:
+                spectator.chat_allowance -= 1.0
+                self._send(ChatLine(0, spectator.name, text), CHAT_TOPIC)
+            return
         player = self.players.get(participant.pid)
         if player is None or topic != SAY_TOPIC or not isinstance(event, Chat):
             return
@@ -206,6 +236,8 @@ class ArenaServer:
 
     def _tick(self, tick: int, dt: float) -> None:
         inputs: dict[int, PlayerInput] = {}
+        for spectator in self.spectators.values():
+            spectator.chat_allowance = min(CHAT_BURST, spectator.chat_allowance + CHAT_PER_S * dt)
         for player in self.players.values():
             player.chat_allowance = min(CHAT_BURST, player.chat_allowance + CHAT_PER_S * dt)
             queue = player.inputs
@@ -286,15 +318,19 @@ async def start_arena(
     port: int = 0,
     seed: int = 1,
     trace: str | None = None,
+    watch_tokens: bool = False,
     **server_options: Any,
 ) -> tuple[RoomServer, ArenaServer]:
-    """A started room server with the arena attached to room ``arena``.
+    """A started room server with the arena attached to room ``arena``, and the spectator
+    page at ``/watch`` (``watch_tokens``: hand out spectator tokens at ``/watch/token`` to
+    pages opened on this machine, for development; see :mod:`demo_game.watch`).
 
     ``trace``: a file to record the server's trace in (see ``netcode-trace``);
     ``server_options`` go to :class:`~netcode.rooms.RoomServer` (``ssl``, ``ice_servers``,
     ``cors_origins``, ``dead_after``...).
     """
     server = RoomServer(api_key, api_secret, trace=trace, **server_options)
+    add_watch_pages(server, ROOM_NAME, api_key, api_secret, dev_tokens=watch_tokens)
     await server.start(host, port)
     arena = ArenaServer(seed=seed)
     arena.attach(server.room(ROOM_NAME))
@@ -320,6 +356,7 @@ async def _serve(args: argparse.Namespace, ready: str) -> None:
         trace=args.trace,
         dead_after=args.dead_after,
         grace_period=args.grace_period,
+        watch_tokens=args.dev,
         **args.network,
     )
     print(f"netcode-demo-server: room {ROOM_NAME!r} on {server.url}", flush=True)
@@ -415,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"development key:    {args.api_key}\n"
             f"development secret: {args.api_secret}\n"
             "join with (more tokens: netcode-token --room arena --identity NAME ...):\n"
-            "  netcode-demo --connect {url} --token " + token
+            "  netcode-demo --connect {url} --token " + token + "\n"
+            "watch in a browser on this machine: {url}/watch"
         )
     if not args.api_key or not args.api_secret:
         parser.error("--api-key and --api-secret (or NETCODE_API_KEY/SECRET, or --dev) needed")

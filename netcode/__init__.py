@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "ConnectError": "netcode.transport.webrtc",
     "ConnectTimeout": "netcode.transport.webrtc",
     "IceServer": "netcode.transport.ice",
+    "HttpReply": "netcode.transport.signaling",
     "ImpairedPath": "netcode.transport.impair",
     "Impairment": "netcode.transport.impair",
     "PeerBudgets": "netcode.rooms.limits",
@@ -85,6 +86,7 @@ _EXPORTS: dict[str, str] = {
     "qstring": "netcode.replication",
     "qcolor": "netcode.replication",
     "SchemaRegistry": "netcode.replication",
+    "SchemaMismatch": "netcode.replication.describe",
     "World": "netcode.replication",
     "ClientView": "netcode.replication",
     "Predictor": "netcode.replication.inputs",
@@ -127,6 +129,7 @@ __all__ = [
     "FrameType",
     "GameHost",
     "Grants",
+    "HttpReply",
     "IceServer",
     "ImpairedPath",
     "Impairment",
@@ -148,6 +151,7 @@ __all__ = [
     "RpcError",
     "RpcErrorCode",
     "RpcInvocationData",
+    "SchemaMismatch",
     "SchemaRegistry",
     "SendQueueFull",
     "ServerParticipant",
@@ -228,6 +232,7 @@ if TYPE_CHECKING:
         qquat,
         qstring,
     )
+    from netcode.replication.describe import SchemaMismatch
     from netcode.replication.inputs import Predictor
     from netcode.rooms import (
         MAX_LOSSY_PAYLOAD_BYTES,
@@ -262,6 +267,6 @@ if TYPE_CHECKING:
     from netcode.trace import TraceWriter, read_trace
     from netcode.transport.ice import IceServer
     from netcode.transport.impair import ImpairedPath, Impairment
-    from netcode.transport.signaling import SignalingLimits
+    from netcode.transport.signaling import HttpReply, SignalingLimits
     from netcode.transport.webrtc import ConnectError, ConnectTimeout
     from netcode.wire import MAX_DATAGRAM_BYTES, FrameType

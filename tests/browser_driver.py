@@ -256,6 +256,13 @@ class Page:
                 raise BrowserError(f"timed out waiting for {expression!r}\n{self.log_text()}")
             await asyncio.sleep(0.05)
 
+    async def set_viewport(self, width: int, height: int) -> None:
+        """Make the page's viewport exactly ``width`` x ``height`` CSS pixels."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
     async def screenshot(self, path: str | os.PathLike[str] | None = None) -> bytes:
         """A PNG of the page (written to ``path`` if given)."""
         result = await self.send("Page.captureScreenshot", {"format": "png"})

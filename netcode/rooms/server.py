@@ -241,8 +241,8 @@ class ServerParticipant:
         self.name = claims.name
         self.metadata = claims.metadata
         self.link: PeerLink | None = link
-        #: prefix of this participant's log lines
-        self.name = link.name
+        #: prefix of this participant's log lines (``name`` is the display name, from the token)
+        self.log_name = link.name
         self.server = server
         #: the session's resume credential (sent in JOINED)
         self.session_id = f"{server.instance_id}.{secrets.token_hex(12)}"
@@ -362,7 +362,7 @@ class ServerParticipant:
         if self.slow:
             return
         self.slow = True
-        logger.warning("%s: disconnecting a slow client (%s)", self.name, why)
+        logger.warning("%s: disconnecting a slow client (%s)", self.log_name, why)
         self.server.slow_disconnects += 1
         self.disconnect("slow_consumer", why)
 
@@ -376,7 +376,7 @@ class ServerParticipant:
             # Bound on what this client must learn; each publisher's own budget is smaller.
             self.topics_dropped += 1
             if self.topics_dropped == 1:
-                logger.warning("%s: %s; packets on new topics are dropped", self.name, exc)
+                logger.warning("%s: %s; packets on new topics are dropped", self.log_name, exc)
 
     def _send_data(
         self, sender_pid: int, topic: str, text: bool, payload: bytes, lossy: bool
@@ -553,15 +553,15 @@ class ServerParticipant:
 
     def protocol_error(self, what: str | ProtocolError) -> None:
         if isinstance(what, TooManyTopics):
-            logger.warning("%s: %s; disconnecting", self.name, what)
+            logger.warning("%s: %s; disconnecting", self.log_name, what)
             self.disconnect("too_many_topics", str(what))
             return
         what = str(what)
         self.protocol_errors += 1
         self.server.protocol_errors += 1
-        logger.info("%s: protocol error %d: %s", self.name, self.protocol_errors, what)
+        logger.info("%s: protocol error %d: %s", self.log_name, self.protocol_errors, what)
         if self.protocol_errors == self.server.max_protocol_errors:
-            logger.warning("%s: too many protocol errors; disconnecting", self.name)
+            logger.warning("%s: too many protocol errors; disconnecting", self.log_name)
             self.disconnect("protocol_error", f"too many malformed messages ({what})")
 
     def _admit_datagram(self, now: float, size: int) -> bool:
@@ -573,7 +573,7 @@ class ServerParticipant:
 
     def _flooding(self, what: str) -> None:
         budgets = self.server.budgets
-        logger.warning("%s: over its budget of %s; disconnecting (flooding)", self.name, what)
+        logger.warning("%s: over its budget of %s; disconnecting (flooding)", self.log_name, what)
         self.server.flood_disconnects += 1
         self.disconnect(
             "flooding",
@@ -628,7 +628,7 @@ class ServerParticipant:
             try:
                 self.room.route_event(self, type_id, topic, body, destinations)
             except Exception:  # never lose the rest of the batch to one event's failure
-                logger.exception("%s: relaying an event failed", self.name)
+                logger.exception("%s: relaying an event failed", self.log_name)
 
     def send_event_body(self, type_id: int, sender_pid: int, topic: str, body: bytes) -> bool:
         """Queue an encoded event for this client; False if its queue is full."""
@@ -843,7 +843,7 @@ class ServerRoom:
                 try:
                     target.send_data(sender.pid, topic, text, payload, lossy)
                 except Exception:  # one target's trouble is never the others'
-                    logger.exception("%s: relaying to %s failed", sender.name, target.name)
+                    logger.exception("%s: relaying to %s failed", sender.log_name, target.log_name)
                     continue
                 sender.packets_relayed += 1
 
@@ -873,7 +873,9 @@ class ServerRoom:
             try:
                 queued = target.send_event_body(type_id, sender.pid, topic, body)
             except Exception:  # one target's trouble is never the others'
-                logger.exception("%s: relaying an event to %s failed", sender.name, target.name)
+                logger.exception(
+                    "%s: relaying an event to %s failed", sender.log_name, target.log_name
+                )
                 continue
             if not queued:
                 # The queue is the target's: it belongs to the peer that does not drain it
@@ -936,7 +938,7 @@ class ServerRoom:
                 try:
                     target.send_data(0, topic, text, data, lossy=not reliable)
                 except Exception:  # one target's trouble is never the others'
-                    logger.exception("sending data to %s failed", target.name)
+                    logger.exception("sending data to %s failed", target.log_name)
 
     def publish_track(
         self, owner: ServerParticipant, request_id: int, name: str, options: Any

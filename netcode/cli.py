@@ -300,6 +300,137 @@ async def _serve(
         print("netcode-server stopped", flush=True)
 
 
+async def _serve_workers(
+    host: str,
+    port: int,
+    workers: int,
+    api_key: str,
+    api_secret: str,
+    ready: str,
+    ssl: Any = None,
+    cors_origins: Any = None,
+    cluster: dict[str, Any] | None = None,
+    node_host: str = "127.0.0.1",
+    node_port: int = 0,
+    **options: Any,
+) -> None:
+    import functools
+
+    from netcode.auth import TokenVerifier
+    from netcode.cluster import ClusterConfig, WorkerPool
+    from netcode.rooms import RoomServer
+
+    factory = functools.partial(
+        RoomServer, api_key, api_secret, cors_origins=cors_origins, **options
+    )
+    verifier = TokenVerifier(api_key, api_secret)
+    config = None
+    if cluster is not None:
+        config = ClusterConfig(forward_key=_forward_key(api_secret), **cluster)
+    pool = WorkerPool(
+        factory,
+        workers,
+        ssl=ssl,
+        verifier=verifier,
+        cluster=config,
+        worker_host=node_host,
+        worker_port=node_port,
+    )
+    await pool.start(host, port)
+    print(
+        f"netcode-server listening on {pool.url} ({workers} worker{'s' * (workers > 1)}"
+        + (f", cluster {cluster['redis_url']})" if cluster else ")"),
+        flush=True,
+    )
+    if ready:
+        print(ready, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await pool.stop()
+        print("netcode-server stopped", flush=True)
+
+
+def _forward_key(api_secret: str) -> str:
+    """The routers' forward key: every node of a cluster holds the API secret, so every node
+    derives the same key."""
+    import hashlib
+    import hmac
+
+    return hmac.new(api_secret.encode(), b"netcode router forward key", hashlib.sha256).hexdigest()
+
+
+async def _serve_node(
+    host: str,
+    port: int,
+    api_key: str,
+    api_secret: str,
+    ready: str,
+    cluster: dict[str, Any],
+    node_host: str = "127.0.0.1",
+    node_port: int = 0,
+    ssl: Any = None,
+    **options: Any,
+) -> None:
+    """One process, one node: its room server, its registration and a router."""
+    from netcode.auth import TokenVerifier
+    from netcode.cluster.redis_registry import ClusterNode, RedisRegistry
+    from netcode.rooms import RoomServer
+    from netcode.transport.router import SignalingRouter
+
+    key = _forward_key(api_secret)
+    registry = RedisRegistry(cluster["redis_url"], forward_key=key, lease_s=cluster["lease_s"])
+    server = RoomServer(api_key, api_secret, **options)
+    router = SignalingRouter(
+        registry, forward_key=key, ssl=ssl, verifier=TokenVerifier(api_key, api_secret)
+    )
+    node: ClusterNode | None = None
+    try:
+        await server.start(node_host, node_port)
+        url = server.url
+        if cluster["advertise_host"]:
+            url = f"http://{cluster['advertise_host']}:{url.rpartition(':')[2]}"
+        node = ClusterNode(server, registry, url=url)
+        await node.start()
+        await router.start(host, port)
+        print(
+            f"netcode-server listening on {router.url} (node {node.node_id} at {url}, "
+            f"cluster {cluster['redis_url']})",
+            flush=True,
+        )
+        if ready:
+            print(ready, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await router.stop()
+        if node is not None:
+            await node.stop()
+        await server.stop()
+        await registry.close()
+        print("netcode-server stopped", flush=True)
+
+
+def workers_count(text: str) -> int:
+    """An argparse type: a number of worker processes, 1..256, or ``auto`` (one per core)."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text} is not within 1..256 workers")
+    return value
+
+
 def seconds(text: str) -> float:
     """An argparse type: seconds in 0..86400."""
     try:
@@ -379,6 +510,50 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         metavar="S",
         help="seconds a dropped client's session is held for it to resume (20)",
     )
+    parser.add_argument(
+        "--workers",
+        type=workers_count,
+        default=1,
+        metavar="N",
+        help="worker processes, one room server each, behind the one address; each room "
+        "lives on one worker, new rooms go to the least-loaded one (1: this process serves "
+        "alone; auto: one per core; docs/SCALE.md)",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=_env("NETCODE_REDIS_URL"),
+        help="join the cluster of nodes sharing this Redis (redis://HOST:PORT[/DB]): rooms go "
+        "to the least-loaded node of any machine, and this address routes a join or resume "
+        "to its room's node (default $NETCODE_REDIS_URL; none: no cluster)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=positive_seconds,
+        default=10.0,
+        metavar="S",
+        help="with --redis: seconds a node's and its rooms' records outlive the node (10)",
+    )
+    parser.add_argument(
+        "--node-host",
+        default="127.0.0.1",
+        help="with --workers or --redis: where the room servers listen (127.0.0.1; with "
+        "--redis on many machines, an address the other machines reach)",
+    )
+    parser.add_argument(
+        "--node-port",
+        type=port,
+        default=0,
+        metavar="P",
+        help="with --workers or --redis: worker i listens on P+i (0: any free port)",
+    )
+    parser.add_argument(
+        "--advertise-host",
+        default="",
+        metavar="HOST",
+        help="with --redis: the host other machines reach the room servers at (default: "
+        "--node-host)",
+    )
     add_server_network_arguments(parser)
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
@@ -399,7 +574,51 @@ def server_main(argv: Sequence[str] | None = None) -> int:
             "--api-key and --api-secret (or NETCODE_API_KEY/SECRET, or --dev) are required"
         )
     check_secret_argument(parser, args.api_secret)
+    cluster = None
+    if args.redis:
+        if args.node_host in ("0.0.0.0", "::") and not args.advertise_host:
+            parser.error("--node-host is a wildcard: give --advertise-host (how others reach it)")
+        cluster = {
+            "redis_url": args.redis,
+            "lease_s": args.lease,
+            "advertise_host": args.advertise_host,
+        }
     try:
+        if args.workers == 1 and cluster is not None:
+            asyncio.run(
+                _serve_node(
+                    args.host,
+                    args.port,
+                    args.api_key,
+                    args.api_secret,
+                    ready,
+                    cluster,
+                    node_host=args.node_host,
+                    node_port=args.node_port,
+                    dead_after=args.dead_after,
+                    grace_period=args.grace_period,
+                    **network,
+                )
+            )
+            return 0
+        if args.workers > 1:
+            asyncio.run(
+                _serve_workers(
+                    args.host,
+                    args.port,
+                    args.workers,
+                    args.api_key,
+                    args.api_secret,
+                    ready,
+                    cluster=cluster,
+                    node_host=args.node_host,
+                    node_port=args.node_port,
+                    dead_after=args.dead_after,
+                    grace_period=args.grace_period,
+                    **network,
+                )
+            )
+            return 0
         asyncio.run(
             _serve(
                 args.host,

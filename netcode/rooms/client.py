@@ -20,7 +20,8 @@ default; the server PINGs every second) or when the peer connection fails, the r
 using the resume credential the server gave at join (the token may have expired meanwhile).
 Reliable data, game events, RPC and streams sent by either side meanwhile arrive exactly once
 and in order; ``reconnected`` follows. If the session cannot be resumed, ``disconnected``
-says why: ``server_unreachable``, ``session_expired``, ``server_restarted``,
+says why: ``server_unreachable``, ``session_expired``, ``server_restarted``, ``node_lost``
+(the worker or cluster node that hosted the session is gone: join again),
 ``server_shutdown``, ``duplicate_identity``, ``slow_consumer``, ``protocol_error``...
 """
 
@@ -130,7 +131,7 @@ class ConnectionState(enum.Enum):
 
 
 #: Reasons a resume attempt can be refused for good (the server said so).
-_FINAL_RESUME_REFUSALS = frozenset({"session_expired", "server_restarted"})
+_FINAL_RESUME_REFUSALS = frozenset({"session_expired", "server_restarted", "node_lost"})
 #: A new resume attempt starts this often while earlier ones are still connecting (seconds),
 #: and at most this many are in flight; attempts that fail at once back off up to the cap.
 _ATTEMPT_SPACING_S = 0.5

@@ -25,6 +25,12 @@ the middle of the DTLS handshake. ``OPTIONS {url}/rtc/connect`` answers CORS pre
 the origins in ``cors_origins`` (204 with the ``Access-Control-Allow-*`` headers; 403 for
 any other origin).
 
+Behind a router (:mod:`netcode.transport.router`, used by worker pools and Redis clusters),
+every request comes from the router's address: a request that carries the server's
+:attr:`SignalingServer.forward_key` in ``X-Netcode-Forward-Key`` is taken to come from the
+client address in ``X-Netcode-Forwarded-For`` (for the per-address limits, the loopback
+candidate and the logs).
+
 Pages: :meth:`SignalingServer.add_page` serves a GET path (a fixed body such as the browser
 client ``/netcode.js``, or a function of the query), with CORS headers for the allowed
 origins when asked.
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -65,6 +72,8 @@ from netcode.transport.peerlink import (
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "FORWARDED_FOR_HEADER",
+    "FORWARD_KEY_HEADER",
     "MAX_SIGNALING_BODY_BYTES",
     "SIGNALING_PATH",
     "AnswerInfo",
@@ -86,6 +95,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SIGNALING_PATH = "/rtc/connect"
+
+#: A router's headers: the client's address, and the key that makes the server believe it.
+FORWARDED_FOR_HEADER = "X-Netcode-Forwarded-For"
+FORWARD_KEY_HEADER = "X-Netcode-Forward-Key"
 
 #: Largest signaling request or response body. An offer with a few candidates is about
 #: 1 KB; a token under 1 KB.
@@ -303,6 +316,9 @@ class SignalingServer:
         self.refused_rate = 0
         self.refused_pending = 0
         self.slow_bodies = 0
+        #: a secret shared with the routers in front of this server ("": none): a request
+        #: carrying it in FORWARD_KEY_HEADER comes from the address in FORWARDED_FOR_HEADER
+        self.forward_key = ""
         self._links: set[PeerLink] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._requests: set[asyncio.Task[Any]] = set()
@@ -414,7 +430,7 @@ class SignalingServer:
                 reply = (
                     page
                     if isinstance(page, HttpReply)
-                    else page(request.query, request.remote or "")
+                    else page(request.query, self._remote(request))
                 )
             except Exception:
                 logger.exception("page %s raised", path)
@@ -442,7 +458,7 @@ class SignalingServer:
     async def _handle_connect(self, request: web.Request) -> web.Response:
         if self._stopping:
             return _error(503, "unavailable", "server is stopping")
-        address = request.remote or ""
+        address = self._remote(request)
         refusal = self._admit(address)
         if refusal is not None:
             return refusal
@@ -460,6 +476,15 @@ class SignalingServer:
             self._requests.discard(task)
             if not opening:
                 self._release(address)
+
+    def _remote(self, request: web.Request) -> str:
+        """The client's address: the connection's, or the one a trusted router names."""
+        key = self.forward_key
+        if key and hmac.compare_digest(request.headers.get(FORWARD_KEY_HEADER, ""), key):
+            forwarded = request.headers.get(FORWARDED_FOR_HEADER, "")
+            if forwarded:
+                return forwarded[:64]
+        return request.remote or ""
 
     def _admit(self, address: str) -> web.Response | None:
         """None if a request from ``address`` may go on; else the refusal to send."""
@@ -516,11 +541,11 @@ class SignalingServer:
             else:
                 claims = await self._authorize(token, room)
         except SessionRefused as exc:
-            logger.info("refused a resume from %s: %s (%s)", request.remote, exc.code, exc)
+            logger.info("refused a resume from %s: %s (%s)", self._remote(request), exc.code, exc)
             return _error(410, exc.code, str(exc))
         except TokenError as exc:
             extra = {"grant": str(exc.grant)} if hasattr(exc, "grant") else {}
-            logger.info("refused a token from %s: %s (%s)", request.remote, exc.code, exc)
+            logger.info("refused a token from %s: %s (%s)", self._remote(request), exc.code, exc)
             return _error(exc.http_status, exc.code, str(exc), **extra)
         except Exception:
             logger.exception("authorize() raised")
@@ -557,7 +582,7 @@ class SignalingServer:
         try:
             include_loopback = self._include_loopback
             if include_loopback is None:
-                include_loopback = _is_loopback_host(request.remote)
+                include_loopback = _is_loopback_host(self._remote(request))
             with loopback_candidates(include_loopback):
                 await pc.setLocalDescription(await pc.createAnswer())
             if not _has_candidates(pc.localDescription.sdp):
@@ -574,7 +599,7 @@ class SignalingServer:
             raise
 
         task = asyncio.get_running_loop().create_task(
-            self._run_peer(link, claims, request.remote or "")
+            self._run_peer(link, claims, self._remote(request))
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -332,6 +332,7 @@ async def test_a_page_replicates_entities_within_quantization(
         truth.pop(tick - 300, None)
 
     host.on_tick = on_tick
+    host.on_join = lambda participant: host.assign_entity(participant, movers[2])
     host.attach(server.room("game"))
     try:
         page = await open_page(browser, server)
@@ -346,6 +347,7 @@ async def test_a_page_replicates_entities_within_quantization(
         }})()"""
         )
         await page.wait_for("spawned === 26 && replica.snapshotsReceived > 20", timeout=10)
+        assert await page.evaluate("replica.ownEntityId") == movers[2]  # HOST_ENTITY
         for _ in range(3):
             seen = await page.evaluate(
                 """(() => {

@@ -47,7 +47,7 @@ export const Kind = Object.freeze({
 });
 const UNCOUNTED = new Set([Kind.ACK, Kind.RESUMED]);
 
-export const ExtensionChannel = Object.freeze({ EVENTS: 1, RPC: 2, STREAMS: 3, HOST: 4 });
+export const ExtensionChannel = Object.freeze({ EVENTS: 1, RPC: 2, STREAMS: 3, HOST: 4, HOST_ENTITY: 5 });
 
 const FLAG_TEXT = 1;
 const FLAG_TOPIC_NAME = 2;
@@ -1491,6 +1491,10 @@ export class Room extends Emitter {
         throw new ConnectError(`the server refused: ${code}: ${(reply && reply.message) || response.statusText}`, code);
       }
       link.serverInfo = reply;
+      if (reply.room_type === "p2p") {
+        // the server would relay nothing: every pair of participants needs its own link
+        throw new ConnectError("netcode.js does not join peer-to-peer rooms", "p2p_unsupported");
+      }
       await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
       await Promise.all([channelOpen(reliable), channelOpen(lossy)]);
     } catch (error) {
@@ -1837,6 +1841,8 @@ export class Room extends Emitter {
           this._dispatchEvents();
         } else if (body.channel === ExtensionChannel.HOST) {
           this._onHello(body.body);
+        } else if (body.channel === ExtensionChannel.HOST_ENTITY) {
+          this._hub.onOwnEntity(body.pid, body.body);
         }
         break;
       }
@@ -1980,6 +1986,20 @@ class SnapshotHub {
     this.receiptsDue = new Set();
     this.inputAcks = new Map();
     this.options = new Map(); // topic -> decoder options set by a Replica
+    this.ownEntities = new Map(); // topic -> the entity the game host assigned to us
+  }
+
+  onOwnEntity(senderPid, body) {
+    // HOST_ENTITY: flags u8 (bit 0: an entity), entity_id u32, the topic's name (to the end)
+    if (senderPid !== 0 || body.length < 6) throw new ProtocolError("bad HOST_ENTITY");
+    const r = new Reader(body);
+    const flags = r.u8();
+    const id = r.u32();
+    if (flags & ~1) throw new ProtocolError("HOST_ENTITY with unknown flags");
+    const topic = decodeUtf8(r.rest());
+    const entityId = flags & 1 ? id : null;
+    this.ownEntities.set(topic, entityId);
+    this.replicas.get(topic)?.emit("ownEntity", entityId);
   }
 
   decoder(topic) {
@@ -2042,8 +2062,8 @@ class SnapshotHub {
 export class Replica extends Emitter {
   // The entities a game host replicates on one topic, as this client sees them.
   //
-  // Events: spawned(id, entity), despawned(id), snapshot(tick). An entity is a plain object
-  // of its fields plus `type` (the type's name) and `typeId`.
+  // Events: spawned(id, entity), despawned(id), snapshot(tick), ownEntity(id or null). An
+  // entity is a plain object of its fields plus `type` (the type's name) and `typeId`.
   constructor(room, { topic = "position", interpolationDelay = 0.1, maxExtrapolation = 0.1, maxEntities = null, inputRedundancy = 8 } = {}) {
     super();
     this.room = room;
@@ -2062,6 +2082,13 @@ export class Replica extends Emitter {
   }
 
   get decoder() { return this.room._hub.decoder(this.topic); }
+
+  // The entity the game host assigned to this client on this topic (GameHost.assign_entity),
+  // or null; it may not have arrived in a snapshot yet.
+  get ownEntityId() {
+    const id = this.room._hub.ownEntities.get(this.topic);
+    return id === undefined ? null : id;
+  }
 
   entityIds() { return this.decoder ? [...this.decoder.entities.keys()] : []; }
 

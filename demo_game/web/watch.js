@@ -213,9 +213,9 @@ function updatePanel() {
   scores.replaceChildren(...rows);
   const env = [...environment.entities().values()][0];
   const stats = room.stats();
-  const rtt = stats.rttMs === null ? "?" : stats.rttMs.toFixed(0);
+  const ping = stats.pingMs === null ? "?" : stats.pingMs.toFixed(0);
   const weather = env ? ` · ${env.weather.toLowerCase()}` : "";
-  setStatus(`watching as ${room.localParticipant.identity} · ${players.length} players${weather} · RTT ${rtt} ms`);
+  setStatus(`watching as ${room.localParticipant.identity} · ${players.length} players${weather} · ping ${ping} ms`);
 }
 
 start();

@@ -1582,7 +1582,7 @@ export class Room extends Emitter {
         this.emit("reconnected");
         return;
       } catch (error) {
-        if (error.code === "session_expired" || error.code === "server_restarted") {
+        if (["session_expired", "server_restarted", "node_lost"].includes(error.code)) {
           this._finishResume(error.code);
           return;
         }
@@ -1752,8 +1752,12 @@ export class Room extends Emitter {
   _tick() {
     const now = nowSeconds();
     if (this.state !== "connected") return;
+    // A page whose timers were held back (a busy main thread, a throttled tab) may have
+    // datagrams waiting in its event queue: judge the link only when this runs on time.
+    const punctual = this._lastTickAt !== undefined && now - this._lastTickAt < 0.5;
+    this._lastTickAt = now;
     const last = this.endpoint.lastReceivedAt;
-    if (last !== null && now - last > this.deadAfter) {
+    if (punctual && last !== null && now - last > this.deadAfter) {
       this._linkLost(`no datagram from the server for ${(now - last).toFixed(1)} s`);
       return;
     }
@@ -1968,10 +1972,18 @@ export class Room extends Emitter {
     }
   }
 
-  // Statistics of the lossy channel.
+  // Statistics of the lossy channel: rttMs (smoothed, acknowledgement delays included),
+  // pingMs (the shortest PING round trip of the last 8, without the peer's hold time).
   stats() {
     const e = this.endpoint;
-    return { rttMs: e.srtt === null ? null : e.srtt * 1000, jitterMs: e.rttvar * 1000, clockOffset: e.clockOffset, ...e.stats };
+    const ping = e.clockSamples.length ? Math.min(...e.clockSamples.map(([rtt]) => rtt)) : null;
+    return {
+      rttMs: e.srtt === null ? null : e.srtt * 1000,
+      jitterMs: e.rttvar * 1000,
+      pingMs: ping === null ? null : ping * 1000,
+      clockOffset: e.clockOffset,
+      ...e.stats,
+    };
   }
 }
 

@@ -77,10 +77,14 @@ from .fuzz import http_post, make_offer, random_bytes
 __all__ = [
     "KINDS",
     "HostileProcess",
+    "Scenario",
     "ServerReport",
+    "add_arguments",
+    "check_arguments",
     "main",
     "parse_spec",
     "run_hostiles",
+    "run_scenario",
     "summarize",
 ]
 
@@ -618,3 +622,154 @@ def summarize(reports: list[dict[str, Any]], server: dict[str, Any] | None) -> d
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- the hooks netcode-load calls ----------------------------------------------------------------
+
+#: Seconds the hostile clients get to join before the measurement starts.
+SETTLE_S = 3.0
+
+#: The honest figures a --compare run shows beside the run without hostile clients.
+HONEST_KEYS = (
+    "clients_connected_at_end",
+    "events_received",
+    "event_p50_ms",
+    "event_p99_ms",
+    "snapshot_age_p50_ms",
+    "snapshot_age_p99_ms",
+    "tick_p99_ms",
+    "ticks_late",
+    "ticks_skipped",
+    "tick_rate_held",
+    "server_cpu_cores",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """netcode-load's options for hostile clients and soaks."""
+    parser.add_argument(
+        "--hostile",
+        action="append",
+        default=[],
+        type=_spec_argument,
+        metavar="KIND:N",
+        help=f"add N hostile clients of KIND ({', '.join(KINDS)}); repeatable",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="with --hostile: the same run without them first, honest figures side by side",
+    )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="report the server's RSS over time and every event sent against those arrived",
+    )
+    parser.add_argument(
+        "--rss-every", type=float, default=5.0, metavar="S", help="--soak: RSS sample period (5)"
+    )
+
+
+def _spec_argument(text: str) -> tuple[str, int]:
+    try:
+        return parse_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.hostile or args.soak) and args.bot_processes != 1:
+        parser.error(
+            "--hostile and --soak count the bots' events in this process: no --bot-processes"
+        )
+    if args.compare and not args.hostile:
+        parser.error("--compare needs --hostile")
+    if args.hostile and args.url:
+        parser.error("--hostile reads the embedded server's report: no --url")
+
+
+class Scenario:
+    """The hostile clients and the soak monitor of one netcode-load run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.specs: list[tuple[str, int]] = list(getattr(args, "hostile", []) or [])
+        self.soak = bool(getattr(args, "soak", False))
+        self.rss_every = float(getattr(args, "rss_every", 5.0))
+        self.room = str(getattr(args, "room", "load"))
+        self.process: HostileProcess | None = None
+        self.monitor: Any = None
+        self.reports: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        #: the embedded server's STATS (set by netcode-load once it has them)
+        self.server_stats: dict[str, Any] | None = None
+
+    async def start(
+        self, url: str, key: str, secret: str, pid: int | None, bots: list[Any]
+    ) -> None:
+        """Once the bots joined: the hostile clients join, the soak monitor starts."""
+        if self.specs:
+            self.process = HostileProcess(url, key, secret, self.room, self.specs)
+            await asyncio.sleep(SETTLE_S)
+        if self.specs or self.soak:
+            from .soak import SoakMonitor
+
+            self.monitor = SoakMonitor(pid if self.soak else None, bots, self.rss_every)
+
+    async def stop(self) -> None:
+        """After the run: the hostile clients stop (reporting), the events in flight land."""
+        if self.process is not None:
+            self.reports = await self.process.stop()
+        if self.monitor is not None:
+            self.extra = await self.monitor.finish()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+    def figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.soak:
+            out.update(self.extra)
+        elif self.extra:
+            # without --soak, the honest events' ledger still says whether any was lost
+            soak = self.extra["soak"]
+            out["honest_events"] = {k: v for k, v in soak.items() if k.startswith("events_")}
+        if self.specs:
+            server = (self.server_stats or {}).get("server_report")
+            out["hostile"] = {
+                "clients": sum(n for _, n in self.specs),
+                "kinds": summarize(self.reports, server),
+                "server_counters": (server or {}).get("counters"),
+                "each": self.reports,
+            }
+        return out
+
+
+async def run_scenario(
+    args: argparse.Namespace, measure: Any, progress: Any = None
+) -> dict[str, Any]:
+    """One netcode-load run; with --compare, first the same without the hostile clients."""
+    if not (getattr(args, "compare", False) and args.hostile):
+        result: dict[str, Any] = await measure(args, args.clients, progress)
+        return result
+    quiet = argparse.Namespace(**vars(args))
+    quiet.hostile, quiet.soak = [], False
+    baseline = await measure(quiet, args.clients, progress)
+    result = await measure(args, args.clients, progress)
+    result["without_hostiles"] = {key: baseline.get(key) for key in HONEST_KEYS}
+
+    def ratio(key: str) -> float | None:
+        a, b = result.get(key), baseline.get(key)
+        return (
+            round(a / b, 2)
+            if isinstance(a, int | float) and isinstance(b, int | float) and b
+            else None
+        )
+
+    result["with_vs_without"] = {
+        "event_p99_ratio": ratio("event_p99_ms"),
+        "event_p50_ratio": ratio("event_p50_ms"),
+        "snapshot_age_p99_ratio": ratio("snapshot_age_p99_ms"),
+        "tick_rate_held": [baseline.get("tick_rate_held"), result.get("tick_rate_held")],
+    }
+    return result

@@ -71,6 +71,7 @@ from netcode.rooms.replica import Replica
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.wire import FrameType
 
+from .hostile import Scenario, add_arguments, check_arguments, run_scenario
 from .load_server import KEY as LOAD_KEY
 from .load_server import LOAD_REGISTRY
 from .load_server import SECRET as LOAD_SECRET
@@ -132,7 +133,11 @@ class Bot:
         due, self._receipts_due = self._receipts_due, set()
         for topic_id in due:
             epoch, ticks = self._applied[topic_id]
-            applied = tuple((t, i) for t, indices in reversed(ticks) for i in indices)
+            newest = ticks[-1][0]  # a receipt names ticks within 255 of its newest (a stall
+            # or a resume can leave an older one in the deque)
+            applied = tuple(
+                (t, i) for t, indices in reversed(ticks) if newest - t <= 255 for i in indices
+            )
             receipt = Receipt(
                 epoch,
                 False,
@@ -608,6 +613,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
     spec = str(impairment) if impairment is not None else ""
     server = None if args.url else EmbeddedServer(args.entities, args.tick_rate)
     bots: list[Bot] = []
+    scenario = Scenario(args)  # --hostile, --soak (netcode_tools.hostile)
     try:
         if server is not None:
             url, key, secret = await server.url(), LOAD_KEY, LOAD_SECRET
@@ -632,6 +638,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
                 **(getattr(args, "network", {}) if server is None else {}),
             )
             await asyncio.sleep(0.5)  # let every client receive its first snapshots
+            await scenario.start(url, key, secret, pid, bots)
             if server is not None:
                 await server.command("reset", "RESET")  # the server measures from now on
             cpu = ServerCpu(pid)
@@ -643,6 +650,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
                 progress=progress,
             )
             windows = [window]
+            await scenario.stop()
             cpu_s, wall = cpu.stop()
         figures = summarize(windows, clients)
         result: dict[str, Any] = {
@@ -669,6 +677,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             )
         if server is not None:
             stats = await server.stats()
+            scenario.server_stats = stats
             result.update(
                 tick_p50_ms=_round(stats["tick_p50_ms"]),
                 tick_p99_ms=_round(stats["tick_p99_ms"]),
@@ -679,8 +688,10 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
                 tick_rate_held=stats["tick_rate_held"],
             )
         result.update(figures)
+        result.update(scenario.figures())
         return result
     finally:
+        scenario.kill()
         for bot in bots:
             await bot.room.disconnect()
         if server is not None:
@@ -761,6 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_client_network_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     args.network = client_network_options(parser, args)
     # what a bot process needs of the network options, as given
@@ -788,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients must be at least 1 and --duration positive")
     if args.bot_processes < 1:
         parser.error("--bot-processes must be at least 1")
+    check_arguments(parser, args)
     if args.bot_worker is not None:
         return asyncio.run(_bot_worker(args))
 
@@ -809,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         ) as bar:
             task = bar.add_task("load", total=args.duration)
             result = asyncio.run(
-                measure(args, args.clients, lambda s: bar.update(task, completed=s))
+                run_scenario(args, measure, lambda s: bar.update(task, completed=s))
             )
     if args.json:
         print(json.dumps(result))

@@ -1059,8 +1059,12 @@ function decodePart(payload, types, maxEntityId) {
   return { tick, epoch, partIndex, partCount, flags, removals, records };
 }
 
-class SnapshotDecoder {
-  // One topic's entities, built from snapshot parts (netcode/replication/decoder.py).
+export class SnapshotDecoder {
+  // One topic's entities, built from snapshot parts (netcode/replication/decoder.py): the
+  // decoder behind Replica, for decoding parts that arrive some other way. `types` is a
+  // description's `entities`; receivePart(part) applies one part (the SNAPSHOT frame's
+  // payload after its topic header) or throws ProtocolError and changes nothing;
+  // receipt() is what to acknowledge.
   constructor(types, { historyDepth = 32, maxEntities = 4096, maxEntityId = 65535 } = {}) {
     this.types = types;
     this.historyDepth = historyDepth;

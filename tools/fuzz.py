@@ -1915,7 +1915,10 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="netcode-fuzz", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="netcode-fuzz",
+        description="Random and mutated input thrown at a real room server, beside honest clients.",
+    )
     parser.add_argument("--inputs", type=int, default=1_000_000, help="inputs in all (10**6)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--peers", type=int, default=6, help="in-process fuzz participants (6)")

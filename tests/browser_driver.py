@@ -144,11 +144,16 @@ class Browser:
         attached = await self.send(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
-        page = Page(self, attached["sessionId"])
+        page = Page(self, attached["sessionId"], target["targetId"])
         self._pages[page.session_id] = page
         await page.send("Runtime.enable")
         await page.send("Page.enable")
         return page
+
+    async def close_pages(self) -> None:
+        """Close every tab this driver opened."""
+        for page in list(self._pages.values()):
+            await page.close()
 
     async def send(
         self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None
@@ -198,15 +203,22 @@ class Browser:
 class Page:
     """One attached tab."""
 
-    def __init__(self, browser: Browser, session_id: str) -> None:
+    def __init__(self, browser: Browser, session_id: str, target_id: str) -> None:
         self.browser = browser
         self.session_id = session_id
+        self.target_id = target_id
         #: console messages and uncaught exceptions, as text (for failure messages)
         self.console: list[str] = []
         self._loaded = asyncio.Event()
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self.browser.send(method, params, self.session_id)
+
+    async def close(self) -> None:
+        """Close the tab (its peer connections go with it)."""
+        self.browser._pages.pop(self.session_id, None)
+        with contextlib.suppress(BrowserError):
+            await self.browser.send("Target.closeTarget", {"targetId": self.target_id})
 
     def _on_event(self, method: str, params: dict[str, Any]) -> None:
         if method == "Runtime.consoleAPICalled":

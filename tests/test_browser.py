@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from browser_driver import Browser, Page, find_chromium
 from helpers import eventually
 
@@ -48,7 +49,9 @@ from netcode.rooms.events import Chat
 from netcode.rooms.host import GameHost
 from netcode.transport.signaling import HttpReply
 
-pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
+# One Chromium for the module (it takes a second or two to start): tests share its event
+# loop, each with tabs of its own, closed after it.
+pytestmark = [pytest.mark.browser, pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 
 KEY, SECRET = "browser-key", "browser-secret-browser-secret-12345"
 
@@ -73,13 +76,19 @@ def chromium_or_skip() -> str:
     return path
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Browser]:
     async with Browser.launch(chromium_or_skip()) as launched:
         yield launched
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium: Browser) -> AsyncIterator[Browser]:
+    yield chromium
+    await chromium.close_pages()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def server() -> AsyncIterator[RoomServer]:
     room_server = RoomServer(KEY, SECRET)
     room_server.add_page("/test", HttpReply(PAGE, "text/html; charset=utf-8"))

@@ -349,6 +349,8 @@ async def test_a_page_replicates_entities_within_quantization(
 
     host.on_tick = on_tick
     host.on_join = lambda participant: host.assign_entity(participant, movers[2])
+    inputs: list[tuple[int, bytes]] = []
+    host.on_input = lambda participant, tick, data: inputs.append((tick, data))
     host.attach(server.room("game"))
     try:
         page = await open_page(browser, server)
@@ -364,6 +366,18 @@ async def test_a_page_replicates_entities_within_quantization(
         )
         await page.wait_for("spawned === 26 && replica.snapshotsReceived > 20", timeout=10)
         assert await page.evaluate("replica.ownEntityId") == movers[2]  # HOST_ENTITY
+        # inputs: each once, in order, and the INPUT_ACK says which the server applied
+        await page.evaluate(
+            """(async () => {
+            for (let t = 1000; t < 1010; t++) {
+                replica.sendInput(t, new Uint8Array([t % 256, 7]));
+                await new Promise((r) => setTimeout(r, 33));
+            }
+        })()"""
+        )
+        await eventually(lambda: len(inputs) == 10, timeout=10)
+        assert inputs == [(t, bytes([t % 256, 7])) for t in range(1000, 1010)]
+        await page.wait_for("replica.lastInputApplied(replica.latestTick) === 1009")
         for _ in range(3):
             seen = await page.evaluate(
                 """(() => {

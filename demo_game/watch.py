@@ -13,11 +13,13 @@ player). Two ways to get one:
 - from ``GET /watch/token``, which only a server started with ``--dev`` answers, and only to
   pages opened from its own machine (a loopback address): a spectator token valid for an
   hour, under a fresh identity. Everywhere else it answers 404 and the page asks for a
-  token in the URL.
+  token in the URL. (Behind a reverse proxy on the same machine every request comes from
+  loopback: never put a --dev server behind one.)
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from collections.abc import Mapping
@@ -50,7 +52,12 @@ def _asset(name: str) -> bytes:
 
 
 def _is_loopback(address: str) -> bool:
-    return address in ("127.0.0.1", "::1") or address.startswith("127.")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def add_watch_pages(

@@ -144,7 +144,8 @@ class Client:
         self.identity = identity
         self.room_name = room
         self.room = Room()
-        self.times: list[float] = []  # when data from a room mate arrived
+        #: data from room mates: (when sent, when received), on this process's clock
+        self.times: list[tuple[float, float]] = []
         self.from_server: list[str] = []
         self.events: list[str] = []
         self.seen: list[str] = []
@@ -157,7 +158,9 @@ class Client:
             data = packet.data
             self.from_server.append(data if isinstance(data, str) else data.decode())
         else:
-            self.times.append(time.monotonic())
+            data = packet.data
+            sent = float(data if isinstance(data, str) else data.decode())
+            self.times.append((sent, time.monotonic()))
 
     async def join(self, url: str) -> None:
         await self.room.connect(url, token(self.identity, self.room_name), timeout=20)
@@ -198,7 +201,8 @@ async def publish_every(clients: list[Client], stop: asyncio.Event) -> None:
     while not stop.is_set():
         for c in clients:
             if c.room.isconnected():
-                await c.room.local_participant.publish_data(b"tick", topic="tick")
+                sent = f"{time.monotonic():.6f}"
+                await c.room.local_participant.publish_data(sent, topic="tick")
         await asyncio.sleep(0.2)
 
 
@@ -220,9 +224,15 @@ async def see_room_mates(clients: list[Client], per_room: int) -> None:
         )
 
 
-def longest_gap(times: list[float], start: float, end: float) -> float:
-    inside = [start] + [t for t in times if start <= t <= end] + [end]
+def longest_gap(times: list[tuple[float, float]], start: float, end: float) -> float:
+    """The longest time between arrivals from ``start`` to ``end``."""
+    inside = [start] + [r for _, r in times if start <= r <= end] + [end]
     return max(b - a for a, b in itertools.pairwise(inside))
+
+
+def slowest(times: list[tuple[float, float]], start: float, end: float) -> float:
+    """The longest a packet sent from ``start`` to ``end`` took to arrive."""
+    return max((r - s for s, r in times if start <= s <= end), default=0.0)
 
 
 @pytest.mark.parametrize(
@@ -289,13 +299,17 @@ async def test_nodes_share_rooms_through_one_entry_and_a_killed_node_says_node_l
         end = time.monotonic()
         for c in kept:
             assert c.room.isconnected(), (c.identity, c.seen, c.room.connection_state)
-            # Data keeps arriving: no gap longer than 1 s (or than twice the longest one
-            # before the kill, on a machine so loaded that every process stalls now and then;
-            # the bots share this process with the resumes of the killed node's clients).
-            before = longest_gap(c.times, killed_at - 3.0, killed_at)
+            # Data keeps flowing: every packet sent after the kill arrives within 1 s (or
+            # within 3 times the slowest of the 3 s before the kill, on a machine so loaded
+            # that every process stalls now and then), and arrivals never pause 2 s. (These
+            # bots share this process with the resumes of the killed node's clients: a pause
+            # of this process delays sending and receiving alike.)
+            before = slowest(c.times, killed_at - 3.0, killed_at)
+            late = slowest(c.times, killed_at, end - 1.0)
             gap = longest_gap(c.times, killed_at, end)
-            assert gap < max(1.0, 2 * before), (
-                f"{c.identity} ({c.room_name}) stalled {gap:.2f} s (before the kill: {before:.2f})"
+            assert late < max(1.0, 3 * before) and gap < 2.0, (
+                f"{c.identity} ({c.room_name}): slowest packet {late:.2f} s (before the kill: "
+                f"{before:.2f} s), longest pause {gap:.2f} s"
             )
 
         # Their rooms are placed again on a live node when they join again.
@@ -308,7 +322,8 @@ async def test_nodes_share_rooms_through_one_entry_and_a_killed_node_says_node_l
         await see_room_mates(again, per_room)
         clients = kept + again
         print(f"rejoined at {time.monotonic() - t0:.1f} s")
-        assert told_s < 3 + 2 + 5, told_s  # dead_after + lease + resume attempts' spacing
+        # dead_after (3 s) + lease (2 s) + the resume attempts' backoff (up to 2 s apart), and slack
+        assert told_s < 15, told_s
     finally:
         stop_publishing.set()
         if publishing is not None:

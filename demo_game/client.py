@@ -71,6 +71,7 @@ from demo_game.sim import (
     apply_input,
     light_level_at,
 )
+from netcode.core.stats import ConnectionStats
 from netcode.errors import NetcodeError
 from netcode.replication.inputs import Predictor
 from netcode.rooms import Room
@@ -344,7 +345,7 @@ class ArenaClient:
         now = time.monotonic() if now is None else now
         if not self.connected:
             return 0.0, 0.0
-        stats = self.room.stats()
+        stats = self._link_stats()
         rates = self._rates
         rates.append((now, stats.bytes_received, stats.bytes_sent))
         while len(rates) > 2 and now - rates[1][0] >= RATE_WINDOW_S:
@@ -357,6 +358,11 @@ class ArenaClient:
             stats.bytes_sent - out0
         ) * 8 / span / 1000
 
+    def _link_stats(self) -> ConnectionStats:
+        """The game's connection: to the server, or in a peer-to-peer room to the host."""
+        connection = self.room.host_connection
+        return connection.endpoint.stats() if connection is not None else self.room.stats()
+
     def net_stats(self) -> NetStats:
         """The net graph's numbers, from the connection's real counters."""
         impairment = self.impairment
@@ -364,7 +370,7 @@ class ArenaClient:
         sim_loss = impairment.loss if impairment is not None else 0.0
         if not self.connected:
             return NetStats(mode="disconnected", sim_latency_ms=sim_latency, sim_loss=sim_loss)
-        stats = self.room.stats()
+        stats = self._link_stats()
         rates = self._rates
         kbps_in = kbps_out = 0.0
         span = rates[-1][0] - rates[0][0] if rates else 0.0

@@ -3,6 +3,7 @@
     netcode-demo                          # host a game here, open the window, add 3 bots
     netcode-demo --headless --duration 10 # no window: print what the network delivers
     netcode-demo --connect URL --token T  # join a server started with netcode-demo-server
+    netcode-demo --listen                 # host the game as a listen server (peer to peer)
 
 Without ``--connect`` an embedded server and the bots run in a background thread
 (:mod:`demo_game.embedded`); the player's client, in the main thread, talks to it over
@@ -10,6 +11,12 @@ WebRTC on 127.0.0.1 like any remote player. ``--headless`` uses SDL's dummy vide
 and an autopilot for the local player, and prints every two seconds what this client sees:
 round-trip time, bandwidth, snapshot sizes, the other players' positions and how far each
 moved, and the chat lines received.
+
+``--listen`` hosts the game the other way (:mod:`demo_game.listen`): the room is peer to
+peer, this process's host participant runs the game, every player (the local one, the bots,
+and others joining with ``--connect URL --token T`` and a token it prints) replicates from
+it over a direct peer connection, and the room server only admits players and brokers
+their connections.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from demo_game.botclient import BotClient
 from demo_game.client import ArenaClient
 from demo_game.embedded import EmbeddedArena
 from demo_game.input import InputHandler
+from demo_game.listen import ListenArena
 from demo_game.render import DEFAULT_SIZE, Renderer
 from netcode.auth import TokenError
 from netcode.cli import add_client_network_arguments, client_network_options, percent
@@ -55,6 +63,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bots", type=int, default=3, help="bot players to add (default 3)")
     parser.add_argument("--connect", metavar="URL", help="join this server instead of hosting")
     parser.add_argument("--token", help="access token for --connect")
+    parser.add_argument(
+        "--listen",
+        nargs="?",
+        const="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="host the game as a listen server in a peer-to-peer room, its room server on "
+        "HOST:PORT (default 127.0.0.1 and a free port); prints tokens for other players",
+    )
+    parser.add_argument(
+        "--guests", type=int, default=3, help="tokens to print for other players (--listen)"
+    )
     parser.add_argument("--name", default="you", help="your player name (when hosting)")
     parser.add_argument("--screenshot", metavar="PATH", help="save the last frame as a PNG")
     parser.add_argument("--net-graph", action="store_true", help="start with the net graph on")
@@ -90,6 +109,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--bots must be within 0..32, not {args.bots}")
     if args.duration is not None and args.duration <= 0:
         parser.error(f"--duration must be more than 0 seconds, not {args.duration:g}")
+    if args.listen is not None:
+        if args.connect:
+            parser.error("--listen hosts the game; --connect joins one: pick one")
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            parser.error(f"--listen takes HOST:PORT (e.g. 0.0.0.0:7880), not {args.listen!r}")
+        args.listen_host, args.listen_port = host.strip("[]"), int(port)
+    if not 0 <= args.guests <= 32:
+        parser.error("--guests must be between 0 and 32")
     if args.connect and not args.token:
         parser.error("--connect needs --token (make one with netcode-token --room arena ...)")
     if args.token and not args.connect:
@@ -163,7 +191,7 @@ async def _play(
     screen: pygame.Surface,
     url: str,
     token: str,
-    arena: EmbeddedArena | None,
+    arena: EmbeddedArena | ListenArena | None,
 ) -> int:
     client: ArenaClient = (
         BotClient(seed=args.seed, chatty=False) if args.headless else ArenaClient()
@@ -242,7 +270,9 @@ async def _play(
     return 0
 
 
-def _print_final(client: ArenaClient, reporter: _Reporter, arena: EmbeddedArena | None) -> None:
+def _print_final(
+    client: ArenaClient, reporter: _Reporter, arena: EmbeddedArena | ListenArena | None
+) -> None:
     print("final: " + reporter.line())
     moved = ", ".join(f"{name} {m:.0f} m" for name, m in sorted(reporter.moved_m.items()))
     print(f"final: players seen moving: {moved or 'none'}")
@@ -284,10 +314,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    arena: EmbeddedArena | None = None
+    arena: EmbeddedArena | ListenArena | None = None
     try:
         if args.connect:
             url, token = args.connect, args.token
+        elif args.listen is not None:
+            listen = arena = ListenArena(
+                bots=args.bots, seed=args.seed, host=args.listen_host, port=args.listen_port
+            )
+            listen.start()
+            url, token = listen.url, listen.token("player", args.name)
+            print(
+                f"listen server: hosting room 'arena' (peer to peer) on {listen.url} "
+                f"with {args.bots} bots",
+                flush=True,
+            )
+            for i in range(args.guests):
+                guest = listen.token(f"guest-{i + 1}", f"guest {i + 1}")
+                print(f"  another player: netcode-demo --connect {listen.url} --token {guest}")
         else:
             arena = EmbeddedArena(bots=args.bots, seed=args.seed, trace=args.trace)
             arena.start()

@@ -380,6 +380,10 @@ async def test_the_mesh_follows_participants_who_join_late_and_leave(
             and dave.room.remote_participants["alice"].tracks["cursor"].is_subscribed
         )
     )
+    # (as from a group room's server, a track reaches a subscriber once its channel is open)
+    fanout = alice.room.mesh.local_tracks[track.sid]  # type: ignore[union-attr,index]
+    dave_pid = dave.room.local_participant.pid
+    await eventually(lambda: fanout.channels[dave_pid].ready_state == "open")
     track.send("hi dave")
     await carol.room.local_participant.publish_data("welcome", destination_identities="dave")
     await eventually(lambda: dave.track_messages == [("alice", "cursor", "hi dave")])
@@ -526,3 +530,113 @@ async def test_a_listen_server_game_replicates_to_three_clients(
     finally:
         for peer, _ in clients:
             await peer.room.disconnect()
+
+
+@pytest.mark.parametrize("text", [False, True])
+@pytest.mark.parametrize("payload", [b"", b"x", bytes(range(256)) * 60])
+def test_the_fast_data_codec_matches_the_declaration(text: bool, payload: bytes) -> None:
+    from netcode.rooms.p2p import decode_peer_data_untrusted, encode_peer_data
+    from netcode.rooms.protocol import decode_message_untrusted, encode_message
+
+    fast = encode_peer_data(513, 7, text, payload)
+    declared = encode_message(
+        Kind.DATA, pid=513, topic_id=7, text=text, destinations=[], payload=payload
+    )
+    assert fast == declared
+    assert decode_peer_data_untrusted(declared) == (513, 7, text, payload)
+    kind, body = decode_message_untrusted(fast)
+    assert (kind, body.pid, body.topic_id, body.text, body.payload) == (
+        Kind.DATA,
+        513,
+        7,
+        text,
+        payload,
+    )
+    # anything else goes to the declared parser
+    with_destinations = encode_message(
+        Kind.DATA, pid=1, topic_id=0, text=False, destinations=[2], payload=b""
+    )
+    assert decode_peer_data_untrusted(with_destinations) is None
+    assert decode_peer_data_untrusted(encode_message(Kind.TOPIC, topic_id=1, name="x")) is None
+    assert decode_peer_data_untrusted(fast[:5]) is None
+    assert decode_peer_data_untrusted("text") is None
+
+
+async def test_an_idle_room_keeps_its_links() -> None:
+    """Server links and direct links PING every second even when nothing is sent, so a
+    quiet room outlives ``dead_after``."""
+    server = RoomServer(KEY, SECRET, room_types={"duel": "p2p"}, dead_after=1.5)
+    await server.start("127.0.0.1", 0)
+    rooms = [Room(), Room()]
+    try:
+        for room, name in zip(rooms, ("alice", "bob"), strict=True):
+            await room.connect(server.url, token(name))
+        for room in rooms:
+            assert room.mesh is not None
+            await room.mesh.wait_connected()
+        await asyncio.sleep(3.0)
+        for room in rooms:
+            assert room.reconnects == 0 and room.isconnected()
+            assert room.mesh is not None
+            assert [pair.links_used for pair in room.mesh.pairs.values()] == [1]
+    finally:
+        for room in rooms:
+            await room.disconnect()
+        await server.stop()
+
+
+def test_netcode_demo_listen_arguments() -> None:
+    from demo_game.main import _parse_args
+
+    args = _parse_args(["--listen"])
+    assert (args.listen_host, args.listen_port) == ("127.0.0.1", 0)
+    args = _parse_args(["--listen", "0.0.0.0:7880", "--guests", "1"])
+    assert (args.listen_host, args.listen_port, args.guests) == ("0.0.0.0", 7880, 1)
+    for bad in (["--listen", "nowhere"], ["--listen", "--connect", "http://x:1", "--token", "t"]):
+        with pytest.raises(SystemExit):
+            _parse_args(bad)
+
+
+@pytest.mark.slow
+def test_netcode_demo_listen_server_and_a_player_joining_it() -> None:
+    """``netcode-demo --listen`` hosts the arena peer to peer; a second process joins with
+    ``--connect URL --token T`` (a token the first one printed) and plays."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    demo = (sys.executable, "-m", "demo_game", "--headless")
+    host = subprocess.Popen(
+        [*demo, "--listen", "--bots", "1", "--guests", "1", "--duration", "14"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    try:
+        assert host.stdout is not None
+        line = ""
+        while "--connect" not in line:
+            line = host.stdout.readline()
+            assert line, host.stderr.read() if host.stderr else ""
+        command = line.split("netcode-demo ", 1)[1].split()
+        guest = subprocess.run(
+            [*demo, *command, "--duration", "6"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=root,
+        )
+        assert guest.returncode == 0, guest.stderr
+        assert "joined room 'arena'" in guest.stdout
+        moving = guest.stdout.split("players seen moving: ")[1].splitlines()[0]
+        assert moving != "none", guest.stdout  # the host's game replicates to the guest
+        _, errors = host.communicate(timeout=60)
+        assert host.returncode == 0, errors
+    finally:
+        host.kill()

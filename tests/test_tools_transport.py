@@ -20,6 +20,8 @@ def test_bench_transport_json(capsys: pytest.CaptureFixture[str]) -> None:
         ("peerlink", "lossy"),
         ("room relay", "reliable"),
         ("room relay", "lossy"),
+        ("p2p", "reliable"),
+        ("p2p", "lossy"),
     }
     for row in rows.values():
         assert row["sent"] == 20 and row["lost"] == 0

@@ -18,8 +18,14 @@ Paths measured in the same run:
   unordered with ``maxRetransmits=0``), offer and answer exchanged in memory; connect time
   from creating the offer to the channel open.
 
-More paths (e.g. client -> server -> client relay through a room) register in ``PATHS``:
-a coroutine taking the parsed arguments and returning :class:`Row` objects.
+- ``room relay``: two :class:`~netcode.rooms.Room` clients of a group room, alice ->
+  server -> bob (two hops and the server's relay, every layer of netcode on the way);
+- ``p2p``: two Room clients of a peer-to-peer room, alice -> bob on their direct link
+  (one hop, every layer of netcode at both ends, nothing through the server); connect
+  time is ``Room.connect`` of the second participant until the direct link is open.
+
+More paths register in ``PATHS``: a coroutine taking the parsed arguments and returning
+:class:`Row` objects.
 """
 
 from __future__ import annotations
@@ -307,11 +313,76 @@ async def measure_room(args: argparse.Namespace) -> list[Row]:
     return [reliable, lossy]
 
 
+# --- rooms: peer to peer -------------------------------------------------------------------------
+
+
+async def measure_p2p(args: argparse.Namespace) -> list[Row]:
+    """Two Room clients of a P2P room: alice -> bob on their direct link, bob echoes back.
+
+    Connect time is bob's ``Room.connect`` (signaling, ICE/DTLS/SCTP to the server, JOINED)
+    until the direct link between the two is open (PEER_OFFER/PEER_ANSWER through the
+    server, then ICE/DTLS/SCTP between them). One-way latency is alice's ``publish_data``
+    to bob's ``data_received``: one hop, with every layer of netcode at both ends.
+    """
+    from netcode.rooms import DataPacket, Room, RoomServer
+
+    reliable = Row("p2p", "reliable")
+    lossy = Row("p2p", "lossy")
+    probes = {True: _PingPong(reliable, args.size), False: _PingPong(lossy, args.size)}
+    server = RoomServer(_KEY, _SECRET, room_types={"bench": "p2p"})
+    await server.start("127.0.0.1", 0)
+
+    def token(identity: str) -> str:
+        return make_token(_KEY, _SECRET, identity, "bench")
+
+    alice = Room()
+    await alice.connect(server.url, token("alice"))
+    bob = Room()
+    try:
+        for attempt in range(args.connects):
+            bob = Room()
+            started = time.perf_counter()
+            await bob.connect(server.url, token("bob"))
+            assert bob.mesh is not None
+            await bob.mesh.wait_connected(["alice"])
+            reliable.connect_ms.append((time.perf_counter() - started) * 1e3)
+            if attempt < args.connects - 1:
+                await bob.disconnect()
+                while "bob" in alice.remote_participants:
+                    await asyncio.sleep(0.01)
+        lossy.connect_ms = reliable.connect_ms
+        assert alice.mesh is not None
+        await alice.mesh.wait_connected(["bob"])
+
+        def bob_received(packet: DataPacket) -> None:
+            reliable_kind = packet.kind.value == "reliable"
+            probes[reliable_kind].arrived(packet.data)
+            bob.publish_data(packet.data, reliable_kind, ["alice"], "")
+
+        bob.on("data_received", bob_received)
+        alice.on(
+            "data_received",
+            lambda packet: probes[packet.kind.value == "reliable"].echoed(packet.data),
+        )
+        for reliable_kind in (True, False):
+
+            def send(data: bytes, reliable: bool = reliable_kind) -> None:
+                alice.publish_data(data, reliable, ["bob"], "bench")
+
+            await probes[reliable_kind].run(send, args.messages)
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+        await server.stop()
+    return [reliable, lossy]
+
+
 #: name -> coroutine measuring that path.
 PATHS: dict[str, Callable[[argparse.Namespace], Awaitable[list[Row]]]] = {
     "aiortc": measure_bare_aiortc,
     "peerlink": measure_peerlink,
     "room": measure_room,
+    "p2p": measure_p2p,
 }
 
 
@@ -382,6 +453,7 @@ __all__ = [
     "Row",
     "add_arguments",
     "measure_bare_aiortc",
+    "measure_p2p",
     "measure_peerlink",
     "measure_room",
     "run",

@@ -57,6 +57,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from netcode.core import Event, FrameReceived
+from netcode.core import EndpointConfig, Event, FrameReceived
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.client import DataPacketKind, DisconnectedError, LocalDataTrack, Room
 from netcode.rooms.events import EventLink, encode_fallback
@@ -112,7 +113,14 @@ from netcode.wire import MAX_DATAGRAM_BYTES, FrameType
 if TYPE_CHECKING:
     from netcode.rooms.listen import ListenRoom
 
-__all__ = ["PAIR_CONNECT_TIMEOUT_S", "Mesh", "PeerPair", "TrackFanout"]
+__all__ = [
+    "PAIR_CONNECT_TIMEOUT_S",
+    "Mesh",
+    "PeerPair",
+    "TrackFanout",
+    "decode_peer_data_untrusted",
+    "encode_peer_data",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +143,30 @@ _RETRY_MAX_S = 2.0
 _ROUTED_CHANNELS = frozenset(
     {ExtensionChannel.EVENTS, ExtensionChannel.RPC, ExtensionChannel.STREAMS}
 )
+
+
+_DATA_HEAD = struct.Struct("!BHHBB")  # kind, pid, topic_id, text flag, destinations (0)
+_DATA_KIND = int(Kind.DATA)
+
+
+def encode_peer_data(pid: int, topic_id: int, text: bool, payload: bytes) -> bytes:
+    """A reliable DATA message on a pair (no destinations: the pair is the destination),
+    byte for byte what ``encode_message(Kind.DATA, ...)`` builds, without construct."""
+    return _DATA_HEAD.pack(_DATA_KIND, pid, topic_id, 1 if text else 0, 0) + payload
+
+
+def decode_peer_data_untrusted(data: bytes | str) -> tuple[int, int, bool, bytes] | None:
+    """(pid, topic_id, text, payload) of a DATA message without destinations; None for any
+    other message (which then goes through the construct declaration)."""
+    if (
+        not isinstance(data, bytes)
+        or len(data) < _DATA_HEAD.size
+        or data[0] != _DATA_KIND
+        or data[6] != 0
+    ):
+        return None
+    _, pid, topic_id, text, _ = _DATA_HEAD.unpack_from(data)
+    return pid, topic_id, text != 0, data[_DATA_HEAD.size :]
 
 
 def _newer(attempt: int, than: int) -> bool:
@@ -240,10 +272,13 @@ class PeerPair:
     def _new_session(self, config: Any = None) -> None:
         room = self.mesh.room
         name = f"p2p:{self.mesh.pid}-{self.pid}"
+        if config is None:
+            # nobody on a pair reads per-datagram ACK/LOST events (frame callbacks still fire)
+            config = attrs.evolve(room.endpoint_config or EndpointConfig(), datagram_events=False)
         self.connection = DatagramConnection(
             None,
             self._on_event,
-            config=config or room.endpoint_config,
+            config=config,
             name=name,
             on_malformed=lambda: self.protocol_error("malformed datagram"),
         )
@@ -477,9 +512,7 @@ class PeerPair:
         topic_id, new = self.topics_out.bind(topic)
         if new:
             self.send_message(Kind.TOPIC, topic_id=topic_id, name=topic)
-        self.send_message(
-            Kind.DATA, pid=sender_pid, topic_id=topic_id, text=text, destinations=[], payload=data
-        )
+        self.send_raw(encode_peer_data(sender_pid, topic_id, text, data))
 
     def send_backlog(self) -> int:
         """Bytes waiting to reach the peer (the link's queue, or the outbox while connecting)."""
@@ -503,6 +536,12 @@ class PeerPair:
 
     def _on_reliable(self, data: bytes | str) -> None:
         try:
+            fast = decode_peer_data_untrusted(data)
+            if fast is not None:  # the hot path: a DATA message, without construct
+                claimed, topic_id, text, payload = fast
+                topic = self.topics_in.resolve(topic_id)
+                self.mesh._deliver_data(self, claimed, topic, text, payload, False)
+                return
             dispatch_message_untrusted(data, _PEER_MESSAGES, self)
         except ProtocolError as exc:
             self.protocol_error(str(exc))

@@ -109,6 +109,7 @@ class DatagramConnection:
         self.datagrams_throttled = 0
         if link is not None:  # else frames wait in the endpoint until attach()
             link.on_lossy(self._on_datagram)
+            self.schedule_flush()  # the first PING (then one a second, even when idle)
 
     def attach(self, link: DatagramLink) -> None:
         """Drive the endpoint over ``link`` from now on (the previous one is let go)."""

@@ -1,0 +1,147 @@
+"""The arena as a listen server: this process hosts the game in a peer-to-peer room.
+
+``netcode-demo --listen`` runs, in a background thread with its own asyncio loop (as
+:mod:`demo_game.embedded` does for the group-room game):
+
+- a :class:`~netcode.rooms.RoomServer` whose room ``arena`` is peer to peer: it admits
+  players by token and brokers their offers and answers, and carries none of the game;
+- the *host*: a :class:`~netcode.rooms.Room` that joins with the ``room_host`` grant and runs
+  the :class:`~demo_game.server.ArenaServer`'s GameHost (``room.host_game``), so every
+  player's Replica replicates from it over a direct peer connection;
+- ``bots`` bot players, each a participant with its own direct link to the host.
+
+The local player's window joins like anyone else. Other players join with
+``netcode-demo --connect URL --token T`` using a token from :meth:`ListenArena.token`
+(printed at start); on another machine, listen on a reachable address (``--listen
+0.0.0.0:7880``) and make sure the players can reach each other (same LAN, or STUN/TURN
+servers with ``--ice-server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from typing import Any
+
+from demo_game.botclient import BotClient, bot_name
+from demo_game.server import ROOM_NAME, ArenaServer
+from netcode.auth import AccessToken, Grants
+from netcode.rooms import Room, RoomServer
+
+__all__ = ["HOST_IDENTITY", "ListenArena"]
+
+logger = logging.getLogger(__name__)
+
+API_KEY = "demo"
+#: the identity of the host participant (it runs the game; it has no player)
+HOST_IDENTITY = "listen-host"
+
+
+class ListenArena:
+    """A room server with a P2P room, the arena hosted by a participant, and bots."""
+
+    def __init__(
+        self, *, bots: int = 3, seed: int = 1, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.bot_count = bots
+        self.seed = seed
+        self.bind = (host, port)
+        self.api_secret = secrets.token_urlsafe(32)
+        self.url = ""
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="listen-arena", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._summary: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def token(self, identity: str, name: str = "", *, room_host: bool = False) -> str:
+        """A token that joins the arena as ``identity`` (six hours)."""
+        grants = Grants(room_join=True, room=ROOM_NAME, room_host=room_host)
+        token = AccessToken(API_KEY, self.api_secret).with_identity(identity).with_grants(grants)
+        return token.with_name(name).with_ttl(6 * 3600).to_jwt()
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the thread; returns once the host hosts and the bots have joined."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the listen server did not start in time")
+        if self.error is not None:
+            raise self.error
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the bots, the host (which ends the game for everyone) and the server."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout)
+
+    def summary(self) -> dict[str, Any]:
+        """The latest figures: ``server`` (the game's tick stats) and ``bots``."""
+        with self._lock:
+            return dict(self._summary)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported to the starting thread
+            self.error = exc
+            self._ready.set()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = RoomServer(API_KEY, self.api_secret, room_types={ROOM_NAME: "p2p"})
+        await server.start(*self.bind)
+        host = Room()
+        arena = ArenaServer(seed=self.seed)
+        bots: list[BotClient] = []
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            self.url = server.url
+            await host.connect(server.url, self.token(HOST_IDENTITY, "host", room_host=True))
+            host.host_game(arena.host)
+            for i in range(self.bot_count):
+                bot = BotClient(seed=self.seed * 1000 + i)
+                await bot.connect(server.url, self.token(f"bot-{i + 1}", bot_name(i)))
+                bots.append(bot)
+                tasks.append(asyncio.create_task(bot.run(self._stop)))
+            self._ready.set()
+            while not self._stop.is_set():
+                self._summarise(arena, bots)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+            self._summarise(arena, bots)
+        finally:
+            self._stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for bot in bots:
+                await bot.close()
+            await arena.stop()
+            await host.disconnect()
+            await server.stop()
+
+    def _summarise(self, arena: ArenaServer, bots: list[BotClient]) -> None:
+        figures = []
+        for bot in bots:
+            stats = bot.net_stats()
+            me = bot.me
+            figures.append(
+                {
+                    "name": me.name if me is not None else bot.identity,
+                    "said": bot.said,
+                    "score": me.score if me is not None else 0,
+                    "rtt_ms": stats.rtt_ms,
+                    "kbps_in": stats.kbps_in,
+                    "kbps_out": stats.kbps_out,
+                    "snapshot_bytes": stats.snapshot_bytes,
+                    "corrections": bot.corrections,
+                }
+            )
+        with self._lock:
+            self._summary = {"server": arena.status(), "bots": figures}

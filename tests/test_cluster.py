@@ -339,3 +339,47 @@ async def test_nodes_share_rooms_through_one_entry_and_a_killed_node_says_node_l
                 process.kill()
                 process.wait(5)
         await registry.close()
+
+
+@pytest.mark.slow
+async def test_workers_of_a_node_are_nodes_of_the_cluster(redis_url: str) -> None:
+    """``netcode-server --workers 2 --redis``: each worker registers as a node; the pool's
+    address places rooms through Redis (run with: pytest -m slow tests/test_cluster.py)."""
+    registry = RedisRegistry(redis_url, lease_s=2.0)
+    await registry.redis.flushdb()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from netcode.cli import server_main; server_main()",
+            *("--port", "0", "--api-key", KEY, "--api-secret", SECRET, "--workers", "2"),
+            *("--redis", redis_url, "--lease", "2", "--log-level", "WARNING"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    clients: list[Client] = []
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)
+        match = re.match(r"netcode-server listening on (\S+) \(2 workers, cluster ", line)
+        assert match, line
+        assert len(await registry.nodes()) == 2
+        clients = [Client(f"w{i}", f"wroom{i % 2}") for i in range(4)]
+        await asyncio.gather(*(c.join(match.group(1)) for c in clients))
+        owners = {c.room_name: await registry.room_node(c.room_name) for c in clients}
+        assert len(set(owners.values())) == 2  # one room on each worker
+        for c in clients:
+            assert c.session_node == owners[c.room_name]
+        await see_room_mates(clients, 2)
+    finally:
+        await asyncio.gather(*(c.room.disconnect() for c in clients), return_exceptions=True)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        assert await registry.nodes() == []  # the workers deregistered on the way out
+        await registry.close()

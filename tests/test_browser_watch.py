@@ -59,15 +59,17 @@ async def test_the_spectator_page_draws_the_arena_and_chats(tmp_path: pathlib.Pa
     def recording_tick(tick: int, dt: float) -> None:
         game_tick(tick, dt)
         world = arena.host.world
-        truth[tick] = {eid: world.get(eid) for eid in arena.host.world.entity_ids()}
+        truth[tick] = {p.entity_id: world.get(p.entity_id) for p in arena.players.values()}
         truth.pop(tick - 150, None)
 
     arena.host.on_tick = recording_tick
+    keep = os.environ.get("NETCODE_WATCH_SCREENSHOT")
+    names = ["Ada", "Bix", "Cyd"] if keep else ["Ada", "Bix"]  # bots cost CPU: two will do
     stop = asyncio.Event()
-    bots = [BotClient(seed=i) for i in range(3)]
+    bots = [BotClient(seed=i) for i in range(len(names))]
     tasks = []
     try:
-        for i, (bot, name) in enumerate(zip(bots, ("Ada", "Bix", "Cyd"), strict=True)):
+        for i, (bot, name) in enumerate(zip(bots, names, strict=True)):
             await bot.connect(server.url, make_token(KEY, SECRET, f"bot{i}", "arena", name=name))
             tasks.append(asyncio.create_task(bot.run(stop)))
         async with Browser.launch(chromium) as browser:
@@ -75,14 +77,15 @@ async def test_the_spectator_page_draws_the_arena_and_chats(tmp_path: pathlib.Pa
             await page.set_viewport(1000, 640)
             await page.goto(server.url + "/watch")
             await page.wait_for("window.watch && watch.room.state === 'connected'", timeout=15)
-            # the spectator has no player: the scoreboard lists the three bots
-            await page.wait_for("document.querySelectorAll('#scores tr').length === 3", 20)
+            # the spectator has no player: the scoreboard lists the bots
+            rows = f"document.querySelectorAll('#scores tr').length === {len(names)}"
+            await page.wait_for(rows, 20)
             await page.wait_for("watch.frames > 10 && watch.pickups.size > 0", 20)
-            names = await page.evaluate(
+            shown = await page.evaluate(
                 "[...document.querySelectorAll('#scores tr')].map((r) => r.textContent)"
             )
-            assert sorted(n.rstrip("0123456789") for n in names) == ["Ada", "Bix", "Cyd"]
-            assert len(arena.players) == 3 and len(arena.spectators) == 1
+            assert sorted(n.rstrip("0123456789") for n in shown) == names
+            assert len(arena.players) == len(names) and len(arena.spectators) == 1
             # the pickups the page learnt from Spawn and Despawn events are the server's
             for _ in range(100):
                 pickups = set(await page.evaluate("[...watch.pickups.keys()]"))
@@ -96,7 +99,7 @@ async def test_the_spectator_page_draws_the_arena_and_chats(tmp_path: pathlib.Pa
                     .filter(([id, e]) => e.type === "PlayerEntity")
                     .map(([id, e]) => [id, e.x, e.y])]"""
             )
-            assert len(seen) == 3
+            assert len(seen) == len(names)
             for eid, x, y in seen:
                 held = truth[tick][eid]
                 assert abs(held.x - x) <= 0.005 + 1e-9 and abs(held.y - y) <= 0.005 + 1e-9
@@ -119,8 +122,7 @@ async def test_the_spectator_page_draws_the_arena_and_chats(tmp_path: pathlib.Pa
                 "document.getElementById('chat').textContent.includes('hello from the stands')"
             )
             assert await page.evaluate("watch.room.protocolErrors") == 0
-            keep = os.environ.get("NETCODE_WATCH_SCREENSHOT")
-            await asyncio.sleep(8.0 if keep else 1.0)  # let the bots wander a little
+            await asyncio.sleep(8.0 if keep else 0.2)  # let the bots wander a little
             target = keep or tmp_path / "watch.png"
             png = await page.screenshot(target)
             assert png.startswith(b"\x89PNG") and len(png) > 10_000

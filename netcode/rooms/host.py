@@ -342,11 +342,19 @@ class GameHost(RoomHost):
         piggyback_acks(participant.connection.endpoint, self.tick_rate)
         loop_time = asyncio.get_running_loop().time()
         current = int((loop_time - self.epoch) * self.tick_rate)
-        description = encode_description(describe_game(self.registry, self.event_registry))
         participant.send_extension(
-            ExtensionChannel.HOST, HELLO.pack(self.tick_rate, self.epoch, current) + description
+            ExtensionChannel.HOST,
+            HELLO.pack(self.tick_rate, self.epoch, current) + self._description(),
         )
         self.on_join(participant)
+
+    def _description(self) -> bytes:
+        """The schema description for a HELLO (b"" for types it cannot express)."""
+        try:
+            return encode_description(describe_game(self.registry, self.event_registry))
+        except (TypeError, ValueError) as exc:  # a custom codec, more than 255 types...
+            logger.warning("HELLO without a schema description: %s", exc)
+            return b""
 
     def participant_left(self, participant: ServerParticipant) -> None:
         for key in [key for key in self.own_entities if key[0] == participant.pid]:

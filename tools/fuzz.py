@@ -46,6 +46,7 @@ import os
 import random
 import resource
 import struct
+import subprocess
 import sys
 import time
 import traceback
@@ -222,7 +223,7 @@ class ExceptionMonitor(logging.Handler):
     being fed when it happened (hex).
     """
 
-    def __init__(self, keep: int = 10) -> None:
+    def __init__(self, keep: int = 20) -> None:
         super().__init__(logging.WARNING)
         self.keep = keep
         self.unhandled = 0
@@ -255,7 +256,7 @@ class ExceptionMonitor(logging.Handler):
         self.unhandled += 1
         kind = f"{where.split(':')[0]}: {type(exc).__name__ if exc is not None else 'logged'}"
         self.by_kind[kind] += 1
-        if len(self.samples) < self.keep:
+        if len(self.samples) < self.keep and self.by_kind[kind] <= 2:  # two of each kind
             data = self.current_input
             shown = (
                 data.hex()[:512]
@@ -1321,7 +1322,11 @@ class HonestClient:
         self.lossy: Counter[str] = Counter()
         self.latencies_ms: list[float] = []
         self.send_failures = 0
+        #: events and reliable packets from everyone else (the fuzz peers), and their bytes
+        self.others: Counter[str] = Counter()
         self.room.on_event(Chat, self._on_chat)
+        self.room.on_event(Spawn, self._on_other_event)
+        self.room.on_event(Despawn, self._on_other_event)
         self.room.on("data_received", self._on_data)
 
     async def connect(self, url: str) -> None:
@@ -1336,9 +1341,13 @@ class HonestClient:
         link = self.room.link
         return 0 if link is None else sum(s.bytes_received for s in link.stats().values())
 
+    def _on_other_event(self, event: Any, participant: Any, topic: str) -> None:
+        self.others["events"] += 1
+
     def _on_chat(self, event: Chat, participant: Any, topic: str) -> None:
         parts = event.text.split("|")
         if len(parts) != 4 or parts[0] != "h" or participant is None:
+            self.others["events"] += 1
             return
         if participant.identity != parts[1]:
             return  # a forged copy would carry the forger's identity, stamped by the server
@@ -1347,6 +1356,7 @@ class HonestClient:
 
     def _on_data(self, packet: Any) -> None:
         if packet.topic != "honest" or not isinstance(packet.data, str):
+            self.others[f"{packet.kind.value}_packets"] += 1
             return
         parts = packet.data.split("|")
         if len(parts) != 3 or packet.participant is None or packet.participant.identity != parts[1]:
@@ -1411,10 +1421,83 @@ def honest_report(clients: list[HonestClient]) -> dict[str, Any]:
         "lossy_delivered": round(lossy_got / lossy_expected, 3) if lossy_expected else None,
         "send_failures": sum(c.send_failures for c in clients),
         "received_bytes": sum(c.received_bytes() for c in clients),
+        "from_fuzz_peers": dict(sum((c.others for c in clients), Counter())),
         "protocol_errors_from_server": sum(c.room.protocol_errors for c in clients),
         "event_p50_ms": _percentile(latencies, 0.5),
         "event_p99_ms": _percentile(latencies, 0.99),
     }
+
+
+async def honest_worker(url: str, count: int, interval: float) -> dict[str, Any]:
+    """The honest clients, in a process of their own (``--honest-worker URL``): they join,
+    say READY, send until "stop" comes on stdin, let the last messages land, and report."""
+    loop = asyncio.get_running_loop()
+    monitor = ExceptionMonitor()
+    logging.getLogger().addHandler(monitor)
+    clients = [HonestClient(f"honest{i}") for i in range(count)]
+    stop = asyncio.Event()
+    try:
+        await asyncio.gather(*(client.connect(url) for client in clients))
+        print("READY", flush=True)
+        if sys.stdin is not None and not sys.stdin.isatty():
+            loop.add_reader(sys.stdin.fileno(), stop.set)
+        else:
+            loop.call_later(3600, stop.set)
+        while not stop.is_set():
+            for client in clients:
+                await client.send_round()
+            await asyncio.sleep(interval)
+        report = honest_report(clients)
+        deadline = loop.time() + 10
+        while loop.time() < deadline and (report["events_lost"] or report["reliable_lost"]):
+            await asyncio.sleep(0.1)
+            report = honest_report(clients)
+        report["client_exceptions"] = monitor.unhandled
+        report["client_exception_samples"] = monitor.samples[:4]
+        return report
+    finally:
+        for client in clients:
+            await client.room.disconnect()
+
+
+class HonestProcess:
+    """The honest clients in a child process, so that their half of every WebRTC connection
+    (DTLS, SCTP, the client) does not share the fuzzed server's event loop."""
+
+    def __init__(self, url: str, count: int, interval: float) -> None:
+        command = [sys.executable, "-m", "netcode_tools.fuzz", "--honest-worker", url]
+        command += ["--honest", str(count), "--honest-interval", str(interval)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def _read(self, prefix: str) -> str:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        raise RuntimeError(f"the honest clients' process ended (waiting for {prefix})")
+
+    async def ready(self) -> None:
+        await asyncio.wait_for(asyncio.to_thread(self._read, "READY"), 60)
+
+    async def stop(self) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        try:
+            report: dict[str, Any] = json.loads(
+                await asyncio.wait_for(asyncio.to_thread(self._read, "HONEST "), 60)
+            )
+            return report
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
 
 
 def _percentile(ordered: list[float], p: float) -> float | None:
@@ -1752,20 +1835,12 @@ async def run(
 
     host.on_leave = left
     host.attach(server.room(ROOM))
-    honest = [HonestClient(f"honest{i}") for i in range(args.honest)]
+    honest = HonestProcess(server.url, args.honest, args.honest_interval)
     stop = asyncio.Event()
     background: list[asyncio.Task[Any]] = []
     try:
-        await asyncio.gather(*(client.connect(server.url) for client in honest))
+        await honest.ready()
         long_lived = {"server watch": server._watch_task, "game host tick": host._task}
-        for client in honest:
-            long_lived[f"{client.name} watch"] = client.room._watch_task
-
-        async def honest_traffic() -> None:
-            while not stop.is_set():
-                for client in honest:
-                    await client.send_round()
-                await asyncio.sleep(args.honest_interval)
 
         lags_ms: list[float] = []
 
@@ -1785,7 +1860,6 @@ async def run(
             risky_budget=max(4, signaling_quota // 200),
         )
         fed = 0
-        background.append(loop.create_task(honest_traffic()))
         background.append(
             loop.create_task(
                 signaling.run(lambda: signaling_quota * min(1.0, fed / max(bulk_quota, 1)), stop)
@@ -1832,22 +1906,16 @@ async def run(
         tasks_alive = {
             name: task is not None and not task.done() for name, task in long_lived.items()
         }
-        # every honest message sent must arrive: let the last ones drain
+        # every honest message sent must arrive: the honest process lets the last ones land
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
-        report = honest_report(honest)
-        report["sessions_ended"] = list(harness.honest_ends)
-        deadline = loop.time() + 10
-        while loop.time() < deadline and (report["events_lost"] or report["reliable_lost"]):
-            await asyncio.sleep(0.1)
-            report = {**honest_report(honest), "sessions_ended": list(harness.honest_ends)}
+        report = {**await honest.stop(), "sessions_ended": list(harness.honest_ends)}
         await harness.close()
     finally:
         stop.set()
         for task in background:
             task.cancel()
-        for client in honest:
-            await client.room.disconnect()
+        honest.kill()
         await host.stop()
         await server.stop()
         root.removeHandler(monitor)
@@ -1910,6 +1978,7 @@ async def run(
         and report["duplicated"] == 0
         and report["out_of_order"] == 0
         and report["connected_at_end"] == report["clients"]
+        and report["client_exceptions"] == 0
     )
     return result
 
@@ -1921,7 +1990,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--inputs", type=int, default=1_000_000, help="inputs in all (10**6)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
-    parser.add_argument("--peers", type=int, default=6, help="in-process fuzz participants (6)")
+    parser.add_argument("--peers", type=int, default=4, help="in-process fuzz participants (4)")
     parser.add_argument("--honest", type=int, default=2, help="honest WebRTC clients (2)")
     parser.add_argument(
         "--honest-interval", type=float, default=0.05, help="s between honest sends (0.05)"
@@ -1933,7 +2002,7 @@ def main(argv: list[str] | None = None) -> int:
         "--signaling-share", type=float, default=0.02, help="share of signaling bodies (0.02)"
     )
     parser.add_argument("--entities", type=int, default=8, help="replicated movers (8)")
-    parser.add_argument("--tick-rate", type=float, default=20.0, help="host tick rate (20)")
+    parser.add_argument("--tick-rate", type=float, default=10.0, help="host tick rate (10)")
     parser.add_argument(
         "--max-protocol-errors",
         type=int,
@@ -1957,7 +2026,12 @@ def main(argv: list[str] | None = None) -> int:
         help="ms the loop is left to the server and the honest clients after each slice (5)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--honest-worker", metavar="URL", help=argparse.SUPPRESS)  # a child
     args = parser.parse_args(argv)
+    if args.honest_worker:
+        report = asyncio.run(honest_worker(args.honest_worker, args.honest, args.honest_interval))
+        print("HONEST " + json.dumps(report), flush=True)
+        return 0
     if args.inputs < 100 or args.honest < 2 or args.peers < 1:
         parser.error("--inputs must be at least 100, --honest at least 2, --peers at least 1")
 

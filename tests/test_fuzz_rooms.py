@@ -486,3 +486,50 @@ def test_harness_reaches_the_handlers(under_fuzz: ServerUnderFuzz) -> None:
     assert other.reliable_sent > sent_before  # relayed
     with pytest.raises(ProtocolError):
         decode_message_untrusted(b"\xff")
+
+
+# --- regressions found by netcode-fuzz -------------------------------------------------------
+
+
+def test_a_topic_first_sent_lossy_is_still_named_before_reliable_data_uses_it() -> None:
+    # The honest clients of netcode-fuzz logged "topic id N was never bound": a topic bound
+    # by the lossy path (its name inline, in a datagram that may be lost or overtaken) was
+    # then used on the reliable path without a TOPIC message, and the receiver dropped the
+    # reliable packet.
+    from netcode.core import Endpoint
+    from netcode.rooms.topics import OutgoingTopics
+
+    table = OutgoingTopics()
+    assert table.lossy_ref("x") == (1, "x")
+    assert table.bind("x") == (1, True)  # named on the reliable channel all the same
+    assert table.bind("x") == (1, False)
+
+    async def run() -> list[tuple[Kind, Any]]:
+        server = RoomServer(KEY, SECRET)
+        room = server.room(ROOM)
+        links = {}
+        for name in ("a", "b"):
+            link = links[name] = FakeLink(name, ExceptionMonitor())
+            claims = server.verifier.verify(make_token(KEY, SECRET, name, ROOM), room=ROOM)
+            room.join(claims, _peer_link(link))
+        got: list[tuple[Kind, Any]] = []
+        links["b"].on_reliable_sent = lambda data: got.append(decode_message_untrusted(data))
+        links["b"].on_lossy_sent = lambda data: None  # b's datagrams are all lost
+        a = Endpoint()
+        a.send_frame(FrameType.DATA, encode_lossy_up(1, "x", False, [], b"lossy"))
+        for datagram in a.datagrams_to_send(0.0):
+            links["a"].deliver_lossy(datagram)
+        links["a"].deliver_reliable(encode_message(Kind.TOPIC, topic_id=1, name="x"))
+        data = encode_message(
+            Kind.DATA, pid=0, topic_id=1, text=False, destinations=[], payload=b"reliable"
+        )
+        links["a"].deliver_reliable(data)
+        for participant in list(room.participants.values()):
+            participant.disconnect()
+        await asyncio.sleep(0)
+        return got
+
+    got = asyncio.run(run())
+    named = {body.topic_id for kind, body in got if kind is Kind.TOPIC}
+    relayed = [body for kind, body in got if kind is Kind.DATA]
+    assert relayed and all(body.topic_id in named for body in relayed)

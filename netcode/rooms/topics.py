@@ -49,22 +49,35 @@ class OutgoingTopics:
     def __init__(self) -> None:
         self._ids: dict[str, int] = {}
         self._confirmed: set[int] = set()
+        self._announced: set[int] = set()  # named in a TOPIC message on the reliable channel
 
     def bind(self, topic: str) -> tuple[int, bool]:
-        """The topic's id, and whether it is new (the peer must be told the name)."""
+        """The topic's id for the reliable channel, and whether the peer must be told the name
+        first (a TOPIC message): the first time the reliable path uses the topic.
+
+        A binding the lossy path made (its name inline) does not count: that datagram may
+        never arrive, or arrive after the reliable message that names the id.
+        """
+        topic_id = self._id(topic)
+        if topic_id == 0 or topic_id in self._announced:
+            return topic_id, False
+        self._announced.add(topic_id)
+        return topic_id, True
+
+    def _id(self, topic: str) -> int:
         if not topic:
-            return 0, False
+            return 0
         topic_id = self._ids.get(topic)
         if topic_id is not None:
-            return topic_id, False
+            return topic_id
         if len(self._ids) >= MAX_TOPICS:
             raise TopicTableFull(f"more than {MAX_TOPICS} topics on one connection")
         topic_id = self._ids[topic] = len(self._ids) + 1
-        return topic_id, True
+        return topic_id
 
     def lossy_ref(self, topic: str) -> tuple[int, str | None]:
         """Id and, until the peer is known to hold the binding, the name to send inline."""
-        topic_id, _ = self.bind(topic)
+        topic_id = self._id(topic)
         if topic_id == 0 or topic_id in self._confirmed:
             return topic_id, None
         return topic_id, topic

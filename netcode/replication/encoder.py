@@ -18,14 +18,15 @@ Epochs
 
 Per-entity baselines (Quake 3 / Fiedler, per entity instead of per snapshot)
     For every entity it shows the client, the encoder keeps the newest state *the client
-    applied*: ``base_q`` and ``base_tick``. A record is a delta against it; the part
-    names the baseline tick (one common tick in the header, explicit offsets for the
-    exceptions), so the client looks the baseline up in its own short history of the
-    entity. An entity is sent while its slots differ from its baseline, or while the client
-    has not confirmed a send of its current value (it may hold another value sent since the
-    baseline, even one the entity has since returned from), so an entity that is not sent
-    holds, on the client, exactly its server state: a resting world costs a vectorised
-    comparison and no bits, and a tick whose parts carry every due entity is flagged
+    applied*: ``base_q`` and ``base_tick``, and the world's version it was read at. A
+    record is a delta against it; the part names the baseline tick (one common tick in the
+    header, explicit offsets for the exceptions), so the client looks the baseline up in
+    its own short history of the entity. An entity is sent while it has changed since the
+    version of its baseline, i.e. until the client confirms a send of its current value (it
+    may hold another value sent since the baseline, even one the entity has since returned
+    from), so an entity that is not sent holds, on the client, exactly its server state: a
+    resting world costs a vectorised comparison and no bits, and a tick whose parts carry
+    every due entity is flagged
     COMPLETE (the client then knows the entities it did not hear of are at rest, and does
     not extrapolate them).
 
@@ -34,8 +35,9 @@ The client never decodes against a baseline it does not hold
     the smaller of the encoder's and the one the client announces). A baseline was applied,
     so the client stored it; it can only have been evicted if the client has since stored H
     newer states of that entity, and those are among the states sent since. The encoder
-    keeps the ticks of the last sends of each entity (a ring) and only deltas against
-    ``base_tick`` if fewer than H sends are newer; otherwise it sends the full state.
+    counts the sends of each entity and remembers which of them each baseline was, and only
+    deltas against ``base_tick`` if fewer than H sends are newer; otherwise it sends the
+    full state.
     Likewise a receipt only advances the baseline if the record was decodable when it
     arrived (fewer than H sends newer than the baseline it used).
 
@@ -60,6 +62,16 @@ Budget and priority
     With a per-tick byte budget, candidates (changed or unacked entities) accumulate their
     priority every tick they wait and are sent highest first; sending resets the
     accumulator, so every entity gets through eventually. Without a budget all go.
+
+Encode once, send to many
+    What a record's bits depend on is the same for every client: the entity's state (the
+    world's version), and for a delta the tick its baseline is named by and the state it
+    holds (the tick and version the baseline was sent at). Encoders of one world share, per
+    tick and version, the record bodies of every type whose candidate rows and baselines
+    coincide, and the packed part bodies of ticks that coincide entirely
+    (:class:`SharedEncodings`); only the part header (tick, epoch, flags) and the
+    bookkeeping of sends and receipts are each client's own, so epochs, receipts and resyncs
+    work exactly as without sharing, and the parts are the same bytes.
 
 Packing
     Records are grouped per entity type into sections, in ascending id order (ids travel as
@@ -159,13 +171,18 @@ class _TypeView:
         self.vis = np.zeros(0, dtype=np.int64)
         self.eid = np.zeros(0, dtype=np.int64)
         self.base_q = np.zeros((0, s), dtype=np.int64)
+        # the baseline: the tick it was sent at, the world's version it was read at, which
+        # of this row's sends it was, and the shared encodings' generation (tick, version)
         self.base_tick = np.zeros(0, dtype=np.int64)
-        self.ring = np.zeros((0, history_depth), dtype=np.int64)
-        self.ring_pos = np.zeros(0, dtype=np.int64)
-        self.val_since = np.zeros(0, dtype=np.int64)
-        self.sent_q = np.zeros((0, s), dtype=np.int64)
+        self.base_ver = np.zeros(0, dtype=np.int64)
+        self.base_idx = np.zeros(0, dtype=np.int64)
+        self.base_gen = np.zeros(0, dtype=np.int64)
+        #: sends of each row in its current visibility
+        self.sends = np.zeros(0, dtype=np.int64)
         self.last_full = np.zeros(0, dtype=np.int64)
         self.acc = np.zeros(0, dtype=np.float64)
+        #: the store's serial when this view last took in every row it could (else -1)
+        self.synced = -1
         self.grow()
 
     def grow(self) -> None:
@@ -185,19 +202,25 @@ class _TypeView:
         self.eid = g(self.eid, -1)
         self.base_q = g(self.base_q)
         self.base_tick = g(self.base_tick, -1)
-        self.ring = g(self.ring, -1)
-        self.ring_pos = g(self.ring_pos)
-        self.val_since = g(self.val_since, -1)
-        self.sent_q = g(self.sent_q)
+        self.base_ver = g(self.base_ver, -1)
+        self.base_idx = g(self.base_idx, -1)
+        self.base_gen = g(self.base_gen, -1)
+        self.sends = g(self.sends)
         self.last_full = g(self.last_full, -(1 << 40))
         self.acc = g(self.acc, 0.0)
         self.cap = cap
 
     def forget(self, rows: I64) -> None:
         self.state[rows] = _NONE
+        self.start(rows)
+
+    def start(self, rows: I64) -> None:
+        """No baseline and no sends for ``rows`` (a visibility ends or begins)."""
         self.base_tick[rows] = -1
-        self.ring[rows] = -1
-        self.val_since[rows] = -1
+        self.base_ver[rows] = -1
+        self.base_idx[rows] = -1
+        self.base_gen[rows] = -1
+        self.sends[rows] = 0
         self.acc[rows] = 0.0
 
 
@@ -207,7 +230,11 @@ class _Section:
     rows: I64
     vis: I64
     base_used: I64  # baseline tick each record was encoded against, -1 for full state
-    q: I64  # the slots sent (copied), adopted as baseline when acked
+    q: I64  # the slots sent (copied; shared between clients: read only), adopted when acked
+    version: int  # the world's version when they were read
+    gen: int  # the shared encodings' generation (tick and version) they were sent in
+    send_idx: I64  # which send of each row each record was
+    base_idx: I64  # which send of each row each delta's baseline was
 
 
 @attrs.define
@@ -219,15 +246,72 @@ class _InFlight:
 
 @attrs.define
 class _Candidates:
-    """The records one type could send this tick, in candidate order."""
+    """The records one type could send this tick, in candidate order (shared between the
+    clients whose candidates and baselines coincide: read only)."""
 
-    view: _TypeView
+    type_id: int
     rows: I64
     eids: I64
     base_used: I64
     values: I64  # (n, columns) segment values of the record bodies (kind + fields)
     widths: I64  # (n, columns) segment widths
     bits: I64  # body bits per record
+
+
+@attrs.define
+class _PlannedSection:
+    cand: int  # position of the type's candidates
+    idx: I64  # which of them, in send order
+    k: int  # Exp-Golomb order of the id gaps
+    rows: I64  # their rows, baselines and slots (read only)
+    base_used: I64
+    q: I64
+
+
+@attrs.define
+class _PlannedPart:
+    body: bytes  # the bits after the header
+    removals: int  # how many of the tick's first removals it carries
+    sections: list[_PlannedSection]
+
+
+class SharedEncodings:
+    """What the encoders of one world share within one tick and world version.
+
+    Clients whose candidates coincide (the same rows, each against the same baseline: the
+    same tick and world version) get the same record bodies; clients whose whole tick
+    coincides (those bodies for every type and the same removals) get the same part bodies.
+    Only the part header (tick, epoch, flags) and the bookkeeping of sends and receipts are
+    each client's own. Everything is forgotten when the tick or the world's version
+    changes, so what is shared was read from one state of the world.
+    """
+
+    def __init__(self) -> None:
+        self.tick = -1
+        self.version = -1
+        #: numbers each (tick, version) pair read: a baseline sent in generation g was read
+        #: at g's version and is named by g's tick
+        self.generation = 0
+        self.bodies: dict[tuple[Any, ...], _Candidates] = {}
+        self.plans: dict[tuple[Any, ...], list[_PlannedPart]] = {}
+        #: record bodies found / encoded (per type and tick), part bodies found / packed
+        self.body_hits = 0
+        self.body_misses = 0
+        self.plan_hits = 0
+        self.plan_misses = 0
+
+    @staticmethod
+    def of(world: World, tick: int) -> SharedEncodings:
+        """The shared encodings of ``world`` at ``tick`` and its current version."""
+        shared = world.encodings
+        if not isinstance(shared, SharedEncodings):
+            shared = world.encodings = SharedEncodings()
+        if shared.tick != tick or shared.version != world.version:
+            shared.tick, shared.version = tick, world.version
+            shared.generation += 1
+            shared.bodies.clear()
+            shared.plans.clear()
+        return shared
 
 
 class SnapshotEncoder:
@@ -239,7 +323,9 @@ class SnapshotEncoder:
     given, hands out the epoch of each resync (give every encoder of one client's stream a
     source of distinct epochs, e.g. one counter per host), else the epoch is incremented.
     A part not receipted within ``receipt_timeout_ticks`` is forgotten (its entities have
-    been sent again since: an unconfirmed send keeps an entity due).
+    been sent again since: an unconfirmed send keeps an entity due). With ``share`` (the
+    default), encoders of one world encode once what they would encode alike, and send the
+    same bytes (:class:`SharedEncodings`); the parts are the same as without.
     """
 
     def __init__(
@@ -254,6 +340,7 @@ class SnapshotEncoder:
         epoch: int = 1,
         next_epoch: Callable[[], int] | None = None,
         receipt_timeout_ticks: int = 255,
+        share: bool = True,
     ) -> None:
         if not 64 <= max_part_bytes <= MAX_FRAME_PAYLOAD_BYTES:
             raise ValueError(f"max_part_bytes must be within 64..{MAX_FRAME_PAYLOAD_BYTES}")
@@ -270,6 +357,8 @@ class SnapshotEncoder:
         #: send a header-only part on ticks with nothing to say (the client learns the tick)
         self.send_empty = send_empty
         self.receipt_timeout_ticks = receipt_timeout_ticks
+        #: share encodings with the other encoders of this world (see SharedEncodings)
+        self.share = share
         for store in world.stores.values():
             self._check_fits(store.schema)
         #: the current stream epoch (in every part's header)
@@ -290,6 +379,8 @@ class SnapshotEncoder:
 
     def _reset_stream(self) -> None:
         self._views: dict[int, _TypeView] = {}
+        self._view_list: list[_TypeView] = []
+        self._gen = -1
         #: (tick, part index) -> what the part carried
         self._inflight: dict[tuple[int, int], _InFlight] = {}
         #: entity id -> (removal serial, last tick sent)
@@ -326,45 +417,88 @@ class SnapshotEncoder:
         if tick >= 1 << 32:
             raise ValueError("tick does not fit 32 bits")
         self._last_tick = tick
-        if self._inflight:
+        inflight = self._inflight
+        if inflight:  # in send order: the oldest first
             oldest = tick - self.receipt_timeout_ticks
-            for key in [k for k in self._inflight if k[0] < oldest]:
-                del self._inflight[key]
-        for type_id, store in self.world.stores.items():
-            if type_id not in self._views:
-                self._check_fits(store.schema)
-                self._views[type_id] = _TypeView(store, self.history_depth)
-        cands: list[_Candidates] = []
+            while inflight and (first := next(iter(inflight)))[0] < oldest:
+                del inflight[first]
+        if len(self._views) != len(self.world.stores):
+            for type_id, store in self.world.stores.items():
+                if type_id not in self._views:
+                    self._check_fits(store.schema)
+                    self._views[type_id] = _TypeView(store, self.history_depth)
+            self._view_list = [self._views[t] for t in sorted(self._views)]
+        views = self._view_list
         # all removals first: an id may move from one type to another within a tick
-        inside = []
-        for type_id in sorted(self._views):
-            tv = self._views[type_id]
+        capped = self.client_max_entity_id < self.world.max_entities - 1
+        inside: list[Bools | None] = []
+        for tv in views:
             tv.grow()
-            inside.append(self._sync_gone(tv))
-        room = self.client_max_entities - len(self._removals)
-        for tv in self._views.values():
-            room -= int(np.count_nonzero(tv.state))
-        for type_id, ins in zip(sorted(self._views), inside, strict=True):
-            room -= self._sync_new(self._views[type_id], ins, room)
-        removals = self._due_removals(tick)
+            if self.view.interest is None and not capped and tv.synced == tv.store.serial:
+                inside.append(None)  # nobody came or went since every row was taken in
+            else:
+                inside.append(self._sync_gone(tv, capped))
+        if any(ins is not None for ins in inside):
+            room = self.client_max_entities - len(self._removals)
+            for tv in views:
+                room -= int(np.count_nonzero(tv.state))
+            for tv, ins in zip(views, inside, strict=True):
+                if ins is not None:
+                    room -= self._sync_new(tv, ins, room)
+        removals = self._due_removals(tick) if self._removals else []
         base_ticks: list[I64] = []
         rows_per_type: list[tuple[_TypeView, I64, Bools]] = []
         complete = True
-        for type_id in sorted(self._views):
-            tv = self._views[type_id]
-            rows, use_delta, all_due = self._candidates(tv, tick)
+        for tv in views:
+            rows, use_delta, bt, all_due = self._candidates(tv, tick)
             complete &= all_due
             if len(rows):
                 rows_per_type.append((tv, rows, use_delta))
-                base_ticks.append(tv.base_tick[rows[use_delta]])
+                base_ticks.append(bt[use_delta])
         common = self._common_offset(tick, base_ticks)
+        shared = SharedEncodings.of(self.world, tick)
+        self._gen = shared.generation
+        cands: list[_Candidates] = []
+        keys: list[tuple[Any, ...]] = []
         for tv, rows, use_delta in rows_per_type:
-            cands.append(self._encode_bodies(tv, rows, use_delta, tick, common))
+            if not self.share:
+                cands.append(self._encode_bodies(tv, rows, use_delta, tick, common))
+                continue
+            # a record's bits depend on the row's state (this generation's version) and, for
+            # a delta, on its baseline: the tick it is named by and the state it holds, both
+            # given by the generation it was sent in
+            bkey = (
+                tv.schema.type_id,
+                common,
+                rows.tobytes(),
+                np.where(use_delta, tv.base_gen[rows], -1).tobytes(),
+            )
+            cand = shared.bodies.get(bkey)
+            if cand is None:
+                shared.body_misses += 1
+                cand = self._encode_bodies(tv, rows, use_delta, tick, common)
+                shared.bodies[bkey] = cand
+            else:
+                shared.body_hits += 1
+            cands.append(cand)
+            keys.append(bkey)
+        plan: list[_PlannedPart] | None = None
         if self.view.budget_bytes_per_tick is not None:
             n_before = sum(len(c.rows) for c in cands)
             cands = self._select(cands, removals)
             complete &= sum(len(c.rows) for c in cands) == n_before
-        return self._layout(tick, common, removals, cands, FLAG_COMPLETE if complete else 0)
+        elif self.share:
+            removed = tuple(e for e, _ in removals)
+            pkey = (common, self.max_part_bytes, self.send_empty, tuple(keys), removed)
+            plan = shared.plans.get(pkey)
+            if plan is None:
+                shared.plan_misses += 1
+                plan = shared.plans[pkey] = self._plan(common, removals, cands)
+            else:
+                shared.plan_hits += 1
+        if plan is None:
+            plan = self._plan(common, removals, cands)
+        return self._emit(tick, common, FLAG_COMPLETE if complete else 0, removals, cands, plan)
 
     def on_receipt(self, receipt: Receipt) -> None:
         """The client's receipt: the parts it applied, its limits, or a request to resync.
@@ -406,21 +540,24 @@ class SnapshotEncoder:
         for sec in rec.sections:
             tv = sec.view
             rows = sec.rows
-            ok = (tv.vis[rows] == sec.vis) & (tv.state[rows] != _NONE)
-            if not ok.any():
-                continue
-            tv.state[rows[ok & (tv.state[rows] == _CREATING)]] = _ALIVE
+            state = tv.state[rows]
+            ok = (tv.vis[rows] == sec.vis) & (state != _NONE)
+            creating = ok & (state == _CREATING)
+            if creating.any():
+                tv.state[rows[creating]] = _ALIVE
             # adopt as baseline only if the client could decode the record when it arrived
             # (its own baseline, or the record itself for full states, not yet evicted:
-            # otherwise it skipped the record as stale) and if it is newer than the current
-            # baseline
-            ref = np.where(sec.base_used >= 0, sec.base_used, tick)
-            newer_sends = (tv.ring[rows] > ref[:, None]).sum(axis=1)
-            adopt = ok & (tick > tv.base_tick[rows]) & (newer_sends < h)
+            # fewer than H sends newer than it, else it skipped the record as stale) and if
+            # it is newer than the current baseline
+            ref = np.where(sec.base_used >= 0, sec.base_idx, sec.send_idx)
+            adopt = ok & (tick > tv.base_tick[rows]) & (tv.sends[rows] - ref <= h)
             if adopt.any():
                 r = rows[adopt]
                 tv.base_q[r] = sec.q[adopt]
                 tv.base_tick[r] = tick
+                tv.base_ver[r] = sec.version
+                tv.base_gen[r] = sec.gen
+                tv.base_idx[r] = sec.send_idx[adopt]
 
     # -- internals --------------------------------------------------------------------
 
@@ -436,13 +573,13 @@ class SnapshotEncoder:
             if tick - last >= self.resend_ticks
         )
 
-    def _sync_gone(self, tv: _TypeView) -> Bools:
+    def _sync_gone(self, tv: _TypeView, capped: bool) -> Bools:
         """End the visibility of rows that left (queueing removals); returns the rows inside."""
         store = tv.store
         inside = (
             store.alive if self.view.interest is None else store.alive & self.view.interest(store)
         )
-        if self.client_max_entity_id < self.world.max_entities - 1:
+        if capped:
             inside = inside & (store.eid <= self.client_max_entity_id)
         visible = tv.state != _NONE
         gone = visible & ((tv.gen != store.gen) | ~inside)
@@ -457,56 +594,51 @@ class SnapshotEncoder:
 
     def _sync_new(self, tv: _TypeView, inside: Bools, room: int) -> int:
         """Start the visibility of rows that entered, unless their id's removal is pending,
-        at most ``room`` of them (the client's cap); returns how many started."""
+        at most ``room`` of them (the client's cap); returns how many started. A view that
+        took in every row it could is not synced again until a row comes or goes."""
         store = tv.store
         new = inside & (tv.state == _NONE)
-        if new.any() and room > 0:
+        taken = 0
+        if new.any():
             rows = np.flatnonzero(new)
-            rows = rows[~self._removal_pending[store.eid[rows]]][:room]
-            if len(rows):
+            held = self._removal_pending[store.eid[rows]]
+            rows = rows[~held][: max(room, 0)]
+            taken = len(rows)
+            if taken:
                 tv.state[rows] = _CREATING
-                serials = np.arange(self._vis_serial + 1, self._vis_serial + 1 + len(rows))
-                self._vis_serial += len(rows)
+                serials = np.arange(self._vis_serial + 1, self._vis_serial + 1 + taken)
+                self._vis_serial += taken
                 tv.vis[rows] = serials
                 tv.eid[rows] = store.eid[rows]
                 tv.gen[rows] = store.gen[rows]
-                tv.base_tick[rows] = -1
-                tv.ring[rows] = -1
-                tv.val_since[rows] = -1
+                tv.start(rows)
                 tv.last_full[rows] = -(1 << 40)
-                return len(rows)
-        return 0
-
-    def _candidates(self, tv: _TypeView, tick: int) -> tuple[I64, Bools, bool]:
-        """Rows to send (changed against their baseline or sent since it, or creation due),
-        which of them can be sent as deltas, and whether every creation due was taken."""
-        state = tv.state
-        alive = state == _ALIVE
-        all_due = True
-        if alive.any():
-            # due until the client confirms a send of the current value: before that, it
-            # may hold another value sent since its baseline (even if q equals the baseline)
-            changed = alive & (tv.base_tick < tv.val_since)
-            changed |= alive & (tv.store.q != tv.base_q).any(axis=1)
+            complete = taken == len(held) and not held.any()
         else:
-            changed = alive
+            complete = True
+        tv.synced = store.serial if complete else -1
+        return taken
+
+    def _candidates(self, tv: _TypeView, tick: int) -> tuple[I64, Bools, I64, bool]:
+        """Rows to send (changed since the state of their baseline, or creation due), which
+        of them can be sent as deltas, their baseline ticks, and whether every creation due
+        was taken."""
+        state = tv.state
+        # due until the client confirms a send of the current value: the row changed after
+        # the world's version its baseline was read at (before that confirmation it may
+        # hold another value sent since its baseline, even if the row is back at it)
+        changed = (state == _ALIVE) & (tv.store.changed > tv.base_ver)
         creating = state == _CREATING
+        all_due = True
         if creating.any():
             due = creating & (tick - tv.last_full >= self.resend_ticks)
             all_due = bool((due == creating).all())
             changed |= due
         rows = np.flatnonzero(changed)
-        if not len(rows):
-            return rows, np.zeros(0, dtype=bool), all_due
         bt = tv.base_tick[rows]
-        use_delta = (state[rows] == _ALIVE) & (bt >= 0)
-        if use_delta.any():
-            # a baseline is safe while fewer than H sends are newer than it
-            if self._h >= tv.h:
-                use_delta &= tv.ring[rows].min(axis=1) <= bt
-            else:
-                use_delta &= (tv.ring[rows] > bt[:, None]).sum(axis=1) < self._h
-        return rows, use_delta, all_due
+        # a baseline is safe while fewer than H sends are newer than it
+        use_delta = (bt >= 0) & (tv.sends[rows] - tv.base_idx[rows] <= self._h)
+        return rows, use_delta, bt, all_due
 
     @staticmethod
     def _common_offset(tick: int, base_ticks: list[I64]) -> int:
@@ -558,7 +690,7 @@ class SnapshotEncoder:
         values = np.array(vals).T
         widths = np.array(wids).T
         return _Candidates(
-            view=tv,
+            type_id=schema.type_id,
             rows=rows,
             eids=tv.eid[rows],
             base_used=np.where(use_delta, bt, -1),
@@ -666,7 +798,7 @@ class SnapshotEncoder:
             return cands
         accs = []
         for c in cands:
-            tv = c.view
+            tv = self._views[c.type_id]
             if self.view.priority is not None:
                 inc = self.view.priority(tv.store, c.rows)
             else:
@@ -688,7 +820,7 @@ class SnapshotEncoder:
             if m.any():
                 out.append(
                     _Candidates(
-                        c.view,
+                        c.type_id,
                         c.rows[m],
                         c.eids[m],
                         c.base_used[m],
@@ -699,22 +831,20 @@ class SnapshotEncoder:
                 )
         return out
 
-    def _layout(
-        self,
-        tick: int,
-        common: int,
-        removals: list[tuple[int, int]],
-        cands: list[_Candidates],
-        flags: int,
-    ) -> list[SnapshotPart]:
+    def _plan(
+        self, common: int, removals: list[tuple[int, int]], cands: list[_Candidates]
+    ) -> list[_PlannedPart]:
+        """Split the records into parts and pack their bodies (nothing of the client's own:
+        the same inputs give the same plan, whichever client it is for)."""
         capacity = (self.max_part_bytes - PART_HEADER_BYTES) * 8 - 1  # 1: the end bit
-        # parts as lists of (candidates, index array in send order); removals go first
-        parts: list[tuple[list[tuple[int, int]], list[tuple[_Candidates, I64, int]]]] = []
+        # parts as lists of (candidate position, index array in send order, k); removals
+        # go first
+        parts: list[tuple[list[tuple[int, int]], list[tuple[int, I64, int]]]] = []
         rem_now, rem_bits = self._fit_removals(removals, capacity // 2)
-        cur_secs: list[tuple[_Candidates, I64, int]] = []
+        cur_secs: list[tuple[int, I64, int]] = []
         cur_rem = rem_now
         used = rem_bits
-        for c in cands:
+        for pos, c in enumerate(cands):
             order = np.argsort(c.eids, kind="stable")
             eids = c.eids[order]
             n = len(eids)
@@ -736,7 +866,7 @@ class SnapshotEncoder:
                     parts.append((cur_rem, cur_secs))
                     cur_rem, cur_secs, used = [], [], 1  # 1: an empty removals count
                     continue
-                cur_secs.append((c, order[i : i + j], k))
+                cur_secs.append((pos, order[i : i + j], k))
                 used += hdr + int(first_extra[i]) + int(csum[i + j - 1]) - before
                 i += j
                 if i < n:
@@ -744,14 +874,23 @@ class SnapshotEncoder:
                     cur_rem, cur_secs, used = [], [], 1  # 1: an empty removals count
         if cur_secs or cur_rem or (not parts and self.send_empty):
             parts.append((cur_rem, cur_secs))
-        out: list[SnapshotPart] = []
-        count = len(parts)
-        if count > 255:
+        if len(parts) > 255:
             raise RuntimeError("more than 255 parts in one tick")
-        for index, (rem, secs) in enumerate(parts):
-            out.append(self._build_part(tick, index, count, common, flags, rem, secs))
-        self._record_sends(tick, cands, parts)
-        return out
+        plan = []
+        for rem, secs in parts:
+            body = self._body(rem, [(cands[pos], idx, k) for pos, idx, k in secs])
+            if PART_HEADER_BYTES + len(body) > self.max_part_bytes:
+                raise RuntimeError(
+                    f"part of {PART_HEADER_BYTES + len(body)} bytes exceeds {self.max_part_bytes}"
+                )
+            sections = []
+            for pos, idx, k in secs:
+                c = cands[pos]
+                rows = c.rows[idx]
+                store = self._views[c.type_id].store
+                sections.append(_PlannedSection(pos, idx, k, rows, c.base_used[idx], store.q[rows]))
+            plan.append(_PlannedPart(body, len(rem), sections))
+        return plan
 
     def _fit_removals(
         self, removals: list[tuple[int, int]], max_bits: int
@@ -768,16 +907,8 @@ class SnapshotEncoder:
             prev = eid
         return taken, bits + 2 * len(taken).bit_length()
 
-    def _build_part(
-        self,
-        tick: int,
-        index: int,
-        count: int,
-        common: int,
-        flags: int,
-        rem: list[tuple[int, int]],
-        secs: list[tuple[_Candidates, I64, int]],
-    ) -> SnapshotPart:
+    @staticmethod
+    def _body(rem: list[tuple[int, int]], secs: list[tuple[_Candidates, I64, int]]) -> bytes:
         vals: list[Any] = []
         wids: list[Any] = []
         # scalars (counts, section headers, removals) go through plain lists: numpy's
@@ -796,10 +927,9 @@ class SnapshotEncoder:
         for eid, _ in rem:
             put_eg(eid - prev - 1, 0)
             prev = eid
-        sections: list[_Section] = []
         for c, idx, k in secs:
             eids = c.eids[idx]
-            sv.extend((1, c.view.schema.type_id, k))
+            sv.extend((1, c.type_id, k))
             sw.extend((1, 8, 3))
             put_eg(len(idx) - 1, 0)
             vals.append(sv)
@@ -808,45 +938,63 @@ class SnapshotEncoder:
             zv, zw, qv, qw, lv, lw = eg_segments(_gaps(eids), k)
             vals.append(np.concatenate((np.array((zv, qv, lv)).T, c.values[idx]), axis=1).ravel())
             wids.append(np.concatenate((np.array((zw, qw, lw)).T, c.widths[idx]), axis=1).ravel())
-            rows = c.rows[idx]
-            tv = c.view
-            sections.append(_Section(tv, rows, tv.vis[rows], c.base_used[idx], tv.store.q[rows]))
         sv.append(0)  # no more sections
         sw.append(1)
         vals.append(sv)
         wids.append(sw)
-        body = pack_segments(np.concatenate(vals), np.concatenate(wids))
-        header = PartHeader(tick, self.epoch, index, count, common, flags)
-        payload = encode_part_header(header) + body
-        if len(payload) > self.max_part_bytes:
-            raise RuntimeError(f"part of {len(payload)} bytes exceeds {self.max_part_bytes}")
-        part_id = self._next_part_id
-        self._next_part_id += 1
-        self._inflight[(tick, index)] = _InFlight(tick, rem, sections)
-        return SnapshotPart(part_id, tick, self.epoch, index, payload)
+        return pack_segments(np.concatenate(vals), np.concatenate(wids))
 
-    def _record_sends(
+    def _emit(
         self,
         tick: int,
+        common: int,
+        flags: int,
+        removals: list[tuple[int, int]],
         cands: list[_Candidates],
-        parts: list[tuple[list[tuple[int, int]], list[tuple[_Candidates, I64, int]]]],
-    ) -> None:
-        for rem, _ in parts:
-            for eid, serial in rem:
+        plan: list[_PlannedPart],
+    ) -> list[SnapshotPart]:
+        """This client's parts of ``plan``: its header, and what it sent, recorded."""
+        out: list[SnapshotPart] = []
+        count = len(plan)
+        version = self.world.version
+        gen = self._gen
+        views = self._views
+        epoch = self.epoch
+        for index, part in enumerate(plan):
+            sections = []
+            for sec in part.sections:
+                tv = views[cands[sec.cand].type_id]
+                rows = sec.rows
+                sections.append(
+                    _Section(
+                        tv,
+                        rows,
+                        tv.vis[rows],
+                        sec.base_used,
+                        sec.q,
+                        version,
+                        gen,
+                        tv.sends[rows],
+                        tv.base_idx[rows],
+                    )
+                )
+            rem = removals[: part.removals]
+            header = encode_part_header(PartHeader(tick, epoch, index, count, common, flags))
+            part_id = self._next_part_id
+            self._next_part_id += 1
+            self._inflight[(tick, index)] = _InFlight(tick, rem, sections)
+            out.append(SnapshotPart(part_id, tick, epoch, index, header + part.body))
+        for part in plan:
+            for eid, serial in removals[: part.removals]:
                 self._removals[eid] = (serial, tick)
+        budget = self.view.budget_bytes_per_tick is not None
         for c in cands:
-            tv = c.view
+            tv = views[c.type_id]
             rows = c.rows
-            h = self.history_depth
-            pos = tv.ring_pos[rows]
-            tv.ring[rows, pos % h] = tick
-            tv.ring_pos[rows] = pos + 1
-            q = tv.store.q[rows]
-            new_value = (q != tv.sent_q[rows]).any(axis=1) | (tv.val_since[rows] < 0)
-            if new_value.any():
-                r = rows[new_value]
-                tv.val_since[r] = tick
-                tv.sent_q[r] = q[new_value]
-            tv.acc[rows] = 0.0
+            tv.sends[rows] += 1
+            if budget:
+                tv.acc[rows] = 0.0
             full = c.base_used < 0
-            tv.last_full[rows[full]] = tick
+            if full.any():
+                tv.last_full[rows[full]] = tick
+        return out

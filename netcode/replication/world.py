@@ -44,6 +44,8 @@ class TypeStore:
     ``gen[r]`` counts the spawns into row r, so a client view can tell a reused row from the
     entity it knew. String fields keep their text and UTF-8 bytes on the side; their slot
     holds a version number from a world-wide counter, so "changed" is an int comparison.
+    ``changed[r]`` is the world's version when row r's state last changed (a write of the
+    same values changes nothing), and ``serial`` counts spawns and despawns in this store.
     """
 
     def __init__(self, schema: EntitySchema, capacity: int = 64) -> None:
@@ -53,6 +55,8 @@ class TypeStore:
         self.alive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self.gen: I64 = np.zeros(0, dtype=np.int64)
         self.eid: I64 = np.zeros(0, dtype=np.int64)
+        self.changed: I64 = np.zeros(0, dtype=np.int64)
+        self.serial = 0
         self.text: list[list[str]] = [[] for _ in schema.string_fields]
         self.str_bytes: list[npt.NDArray[np.uint8]] = []
         self.str_len: list[I64] = []
@@ -74,6 +78,7 @@ class TypeStore:
         self.gen = grow(self.gen, (capacity,))
         self.eid = grow(self.eid, (capacity,))
         self.eid[old:] = -1
+        self.changed = grow(self.changed, (capacity,))
         self.str_bytes = [
             grow(a, (capacity, _max_bytes(schema, f)))
             for a, f in zip(self._str_bytes_or_empty(), schema.string_fields, strict=True)
@@ -105,12 +110,14 @@ class TypeStore:
         self.gen[row] += 1
         self.eid[row] = eid
         self.count += 1
+        self.serial += 1
         return row
 
     def free(self, row: int) -> None:
         self.alive[row] = False
         self.eid[row] = -1
         self.count -= 1
+        self.serial += 1
         self.free_rows.append(row)
 
 
@@ -136,6 +143,12 @@ class World:
         self._free_ids: deque[int] = deque()
         self._next_id = 0
         self._string_version = 0
+        #: counts every change (spawn, despawn, and updates that change a value): two reads
+        #: at one version see the same world, which lets the encoders of many clients share
+        #: their work
+        self.version = 0
+        #: scratch space of the snapshot encoders reading this world (encodings they share)
+        self.encodings: Any = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -167,6 +180,8 @@ class World:
         row = store.alloc(eid)
         self._entries[eid] = _Entry(store, row)
         self._write(store, row, values)
+        self.version += 1
+        store.changed[row] = self.version
         return eid
 
     def update(self, entity_id: int, **fields: Any) -> None:
@@ -188,6 +203,7 @@ class World:
         """Remove an entity; its id is reused later (after the other free ids)."""
         entry = self._entries.pop(entity_id)
         entry.store.free(entry.row)
+        self.version += 1
         self._free_ids.append(entity_id)
 
     def get(self, entity_id: int) -> Any:
@@ -224,6 +240,7 @@ class World:
     def _write(self, store: TypeStore, row: int, values: list[tuple[int, Any]]) -> None:
         schema = store.schema
         q = store.q
+        changed = False
         for i, v in values:
             first = schema.first_slot[i]
             if isinstance(v, bytes):
@@ -237,7 +254,14 @@ class World:
                 store.str_len[k][row] = len(v)
                 store.str_bytes[k][row, :] = 0
                 store.str_bytes[k][row, : len(v)] = np.frombuffer(v, dtype=np.uint8)
+                changed = True
             elif len(v) == 1:
-                q[row, first] = v[0]
-            else:
+                if q[row, first] != v[0]:
+                    q[row, first] = v[0]
+                    changed = True
+            elif (q[row, first : first + len(v)] != v).any():
                 q[row, first : first + len(v)] = v
+                changed = True
+        if changed:
+            self.version += 1
+            store.changed[row] = self.version

@@ -24,6 +24,7 @@ from netcode.auth import AccessToken, Grants
 from netcode.cluster import WorkerPool
 from netcode.rooms import DataPacket, Room, RoomServer
 from netcode.transport.impair import ImpairedPath, Impairment
+from netcode.transport.signaling import SignalingLimits
 
 pytestmark = pytest.mark.webrtc
 
@@ -188,3 +189,35 @@ async def test_netcode_server_workers_option() -> None:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+async def test_a_server_believes_a_forwarded_address_only_with_the_key() -> None:
+    limits = SignalingLimits(requests_per_s=0.001, request_burst=1)  # one request per address
+    server = RoomServer(KEY, SECRET, signaling_limits=limits)
+    server.signaling.forward_key = "k" * 32
+    await server.start("127.0.0.1", 0)
+    host, port = server.url.removeprefix("http://").split(":")
+
+    async def post(headers: dict[str, str], raw_key: bytes = b"") -> int:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        lines = [b"POST /rtc/connect HTTP/1.1", b"Host: x", b"Content-Length: 3"]
+        lines += [f"{k}: {v}".encode() for k, v in headers.items()]
+        if raw_key:
+            lines.append(b"X-Netcode-Forward-Key: " + raw_key)
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\nabc")
+        status = int((await reader.readline()).split()[1])
+        writer.close()
+        return status
+
+    try:
+        forwarded = {"X-Netcode-Forwarded-For": "203.0.113.1", "X-Netcode-Forward-Key": "k" * 32}
+        assert await post(forwarded) == 400  # a bad body, from 203.0.113.1
+        assert await post({**forwarded, "X-Netcode-Forwarded-For": "203.0.113.2"}) == 400
+        assert await post(forwarded) == 429  # 203.0.113.1 again: over its limit
+        # Without the key (or with a wrong or non-ASCII one) the address is the connection's.
+        wrong = {"X-Netcode-Forwarded-For": "203.0.113.3", "X-Netcode-Forward-Key": "x"}
+        assert await post(wrong) == 400  # 127.0.0.1's one request
+        assert await post({"X-Netcode-Forwarded-For": "203.0.113.4"}) == 429  # 127.0.0.1 again
+        assert await post({}, raw_key="é".encode()) == 429  # still 127.0.0.1, and no 500
+    finally:
+        await server.stop()

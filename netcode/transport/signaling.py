@@ -480,7 +480,8 @@ class SignalingServer:
     def _remote(self, request: web.Request) -> str:
         """The client's address: the connection's, or the one a trusted router names."""
         key = self.forward_key
-        if key and hmac.compare_digest(request.headers.get(FORWARD_KEY_HEADER, ""), key):
+        given = request.headers.get(FORWARD_KEY_HEADER, "").encode("utf-8", "surrogateescape")
+        if key and hmac.compare_digest(given, key.encode()):
             forwarded = request.headers.get(FORWARDED_FOR_HEADER, "")
             if forwarded:
                 return forwarded[:64]

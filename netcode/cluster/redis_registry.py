@@ -396,7 +396,7 @@ class ClusterNode:
             await asyncio.sleep(self.refresh_s)
             try:
                 await self._refresh_once()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis down, or anything else: try again next time
                 self.refresh_failures += 1
                 logger.warning(
                     "cluster node %s: refreshing its leases failed: %s", self.node_id, exc
@@ -414,7 +414,7 @@ class ClusterNode:
                     await pubsub.unsubscribe(*(self._subscribed - wanted))
                 self._subscribed = wanted
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis down, or anything else: try again in a second
                 logger.warning("cluster node %s: pub/sub failed: %s", self.node_id, exc)
                 await asyncio.sleep(1.0)
                 continue

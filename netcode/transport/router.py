@@ -245,6 +245,9 @@ class SignalingRouter:
         self._in_flight[address] = self._in_flight.get(address, 0) + 1
         try:
             return await self._connect(request, address)
+        except Exception:  # a directory's or a forward's trouble is this request's alone
+            logger.exception("router: a signaling request failed")
+            return _json_error(500, "internal_error", "routing the request failed")
         finally:
             count = self._in_flight.pop(address, 1) - 1
             if count > 0:
@@ -296,9 +299,12 @@ class SignalingRouter:
             self.refused += 1
             return refusal
         self.others += 1
-        return await self._forward(
-            request, await self.directory.route_any(), request.remote or "", None
-        )
+        try:
+            route = await self.directory.route_any()
+            return await self._forward(request, route, request.remote or "", None)
+        except Exception:
+            logger.exception("router: a request for %s failed", request.path[:200])
+            return _json_error(500, "internal_error", "routing the request failed")
 
     async def _forward(
         self, request: web.Request, route: Route, address: str, body: bytes | None

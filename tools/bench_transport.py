@@ -393,14 +393,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--paths", nargs="+", choices=sorted(PATHS), default=list(PATHS), help="paths to measure"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the paths this many times in turn and pool each path's samples (on a "
+        "busy machine the load then weighs on every path alike)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 async def _run_all(args: argparse.Namespace) -> list[Row]:
-    rows: list[Row] = []
-    for name in args.paths:
-        rows += await PATHS[name](args)
-    return rows
+    pooled: dict[tuple[str, str], Row] = {}
+    for _ in range(max(1, args.repeat)):
+        for name in args.paths:
+            rows = await PATHS[name](args)
+            merged: dict[int, list[float]] = {}  # a path's channels may share connect_ms
+            for row in rows:
+                into = pooled.get((row.path, row.channel))
+                if into is None:
+                    pooled[(row.path, row.channel)] = row
+                    continue
+                if id(row.connect_ms) in merged:
+                    into.connect_ms = merged[id(row.connect_ms)]
+                else:
+                    into.connect_ms += row.connect_ms
+                    merged[id(row.connect_ms)] = into.connect_ms
+                into.one_way_us += row.one_way_us
+                into.round_trip_us += row.round_trip_us
+                into.sent += row.sent
+                into.lost += row.lost
+    return list(pooled.values())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -227,6 +227,7 @@ def make_token(
     can_publish_data: bool = True,
     can_subscribe: bool = True,
     room_admin: bool = False,
+    room_host: bool = False,
 ) -> str:
     """A room-join token, as ``netcode-token`` prints it."""
     grants = Grants(
@@ -235,6 +236,7 @@ def make_token(
         can_publish_data=can_publish_data,
         can_subscribe=can_subscribe,
         room_admin=room_admin,
+        room_host=room_host,
     )
     token = AccessToken(api_key, api_secret).with_identity(identity).with_grants(grants)
     return token.with_name(name).with_metadata(metadata).with_ttl(ttl_s).to_jwt()
@@ -255,6 +257,11 @@ def token_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-publish", action="store_true", help="deny can_publish_data")
     parser.add_argument("--no-subscribe", action="store_true", help="deny can_subscribe")
     parser.add_argument("--admin", action="store_true", help="grant room_admin")
+    parser.add_argument(
+        "--room-host",
+        action="store_true",
+        help="grant room_host: in a peer-to-peer room, host the game (a listen server)",
+    )
     args = parser.parse_args(argv)
     if not args.api_key or not args.api_secret:
         parser.error("--api-key and --api-secret (or NETCODE_API_KEY/SECRET) are required")
@@ -272,6 +279,7 @@ def token_main(argv: Sequence[str] | None = None) -> int:
                 can_publish_data=not args.no_publish,
                 can_subscribe=not args.no_subscribe,
                 room_admin=args.admin,
+                room_host=args.room_host,
             )
         )
     except ValueError as exc:
@@ -554,10 +562,21 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         help="with --redis: the host other machines reach the room servers at (default: "
         "--node-host)",
     )
+    parser.add_argument(
+        "--p2p-room",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make room NAME peer to peer: participants connect to each other directly and "
+        "the server only admits them and brokers their connections (repeatable; "
+        "docs/ROOM-TYPES.md)",
+    )
     add_server_network_arguments(parser)
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
     network = server_network_options(parser, args)
+    if args.p2p_room:
+        network["room_types"] = dict.fromkeys(args.p2p_room, "p2p")
     configure_logging(args.log_level)
     ready = ""
     if args.dev:

@@ -640,3 +640,56 @@ def test_netcode_demo_listen_server_and_a_player_joining_it() -> None:
         assert host.returncode == 0, errors
     finally:
         host.kill()
+
+
+async def test_netcode_server_p2p_room_and_a_room_host_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``netcode-server --p2p-room NAME`` makes NAME peer to peer; ``netcode-token
+    --room-host`` grants hosting it."""
+    import re
+    import subprocess
+    import sys
+
+    from netcode.cli import token_main
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from netcode.cli import server_main; server_main()",
+            "--dev",
+            "--port",
+            "0",
+            "--p2p-room",
+            "duel",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    rooms = [Room(), Room()]
+    try:
+        assert process.stdout is not None
+        text = "".join([process.stdout.readline() for _ in range(5)])
+        url = re.search(r"listening on (http://\S+)", text)
+        key = re.search(r"development key:\s+(\S+)", text)
+        secret = re.search(r"development secret:\s+(\S+)", text)
+        assert url and key and secret
+        argv = ["--api-key", key.group(1), "--api-secret", secret.group(1), "--room", "duel"]
+        tokens = []
+        for extra in (["--identity", "host", "--room-host"], ["--identity", "guest"]):
+            assert token_main([*argv, *extra]) == 0
+            tokens.append(capsys.readouterr().out.strip())
+        for room, room_token in zip(rooms, tokens, strict=True):
+            await room.connect(url.group(1), room_token)
+        host, guest = rooms
+        assert host.mesh is not None and host.mesh.is_host
+        assert guest.mesh is not None and guest.mesh.host_pid == host.local_participant.pid
+        await guest.mesh.wait_connected(["host"])
+    finally:
+        for room in rooms:
+            await room.disconnect()
+        process.terminate()
+        process.wait(10)

@@ -693,3 +693,35 @@ async def test_netcode_server_p2p_room_and_a_room_host_token(
             await room.disconnect()
         process.terminate()
         process.wait(10)
+
+
+async def test_a_peer_that_floods_its_direct_link_is_refused(server: RoomServer) -> None:
+    """Each peer has inbound budgets on its direct link, as on the server's: over them, the
+    receiver drops the pair and does not rebuild it while the flooder stays."""
+    from netcode.rooms.limits import PeerBudgets
+
+    budgets = PeerBudgets(datagrams_per_s=50, flood_after_s=0.5, burst_s=1.0)
+    alice, bob, carol = Room(peer_budgets=budgets), Room(), Room()
+    rooms = [alice, bob, carol]
+    try:
+        for room, name in zip(rooms, ("alice", "bob", "carol"), strict=True):
+            await room.connect(server.url, token(name))
+        for room in rooms:
+            assert room.mesh is not None
+            await room.mesh.wait_connected()
+        assert alice.mesh is not None and bob.mesh is not None
+        for _ in range(400):  # well-formed, but far more than 50 datagrams a second
+            bob.publish_data(b"x", False, ["alice"], "")
+            await asyncio.sleep(0.0005)
+        pair = alice.mesh.pairs[bob.local_participant.pid]
+        await eventually(lambda: pair.state == "refused", timeout=5)
+        assert "flooding" in pair.refused and alice.mesh.refusals == 1
+        await asyncio.sleep(1.5)  # bob's side sees the link die and offers again: ignored
+        assert pair.state == "refused" and pair.links_used == 1
+        got: list[DataPacket] = []
+        alice.on("data_received", got.append)
+        await carol.local_participant.publish_data("still here", destination_identities="alice")
+        await eventually(lambda: [p.data for p in got] == ["still here"])
+    finally:
+        for room in rooms:
+            await room.disconnect()

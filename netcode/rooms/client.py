@@ -46,6 +46,7 @@ from netcode.core.stats import ConnectionStats
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.emitter import EventEmitter
 from netcode.rooms.events import EventLink, encode_fallback
+from netcode.rooms.limits import PeerBudgets
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     MAX_TRACK_NAME_CHARS,
@@ -499,9 +500,16 @@ class Room(EventEmitter):
     )
 
     def __init__(
-        self, *, endpoint_config: EndpointConfig | None = None, trace: TraceTarget = None
+        self,
+        *,
+        endpoint_config: EndpointConfig | None = None,
+        trace: TraceTarget = None,
+        peer_budgets: PeerBudgets | None = None,
     ) -> None:
         super().__init__()
+        #: P2P rooms: what each other participant may send this client a second over its
+        #: direct link (a peer over budget is refused until it leaves; default PeerBudgets())
+        self.peer_budgets = peer_budgets
         self._trace = TraceSink(trace)
         self._trace_conn = ""
         self.name = ""

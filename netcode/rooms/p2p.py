@@ -69,6 +69,7 @@ from netcode.core import EndpointConfig, Event, FrameReceived
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.client import DataPacketKind, DisconnectedError, LocalDataTrack, Room
 from netcode.rooms.events import EventLink, encode_fallback
+from netcode.rooms.limits import PeerBudgets, PeerMeter
 from netcode.rooms.protocol import (
     LOSSY_DATA_MAX_AGE_S,
     PEER_HOST,
@@ -218,6 +219,10 @@ class PeerPair:
         #: data, events, calls and streams dropped: the peer may not publish, or sent a
         #: topic this client did not subscribe to
         self.dropped = 0
+        #: the peer's inbound budgets, kept across its links
+        self.meter = PeerMeter(mesh.budgets)
+        #: why this client refuses the peer's traffic for good ("" while it does not)
+        self.refused = ""
         self._answer: asyncio.Future[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._orphans: dict[int, DataChannel] = {}
@@ -259,9 +264,11 @@ class PeerPair:
         return self.state == "open" and self.link is not None
 
     def wants(self, topic: str) -> bool:
-        """The peer subscribes to ``topic`` (untopiced data always goes)."""
-        return self.can_subscribe and (
-            not topic or self.subscriptions is None or topic in self.subscriptions
+        """The peer subscribes to ``topic`` (untopiced data always goes) and is reachable."""
+        return (
+            self.can_subscribe
+            and self.state not in ("closed", "refused")
+            and (not topic or self.subscriptions is None or topic in self.subscriptions)
         )
 
     def __repr__(self) -> str:
@@ -282,6 +289,7 @@ class PeerPair:
             name=name,
             on_malformed=lambda: self.protocol_error("malformed datagram"),
         )
+        self.connection.admit = self._admit_datagram
         self.events = EventLink(
             self.connection.endpoint,
             lambda message_id, message: self.send_extension(
@@ -358,7 +366,7 @@ class PeerPair:
         """PEER_OFFER from the server: the peer offers a (new) link."""
         if self.offerer:
             raise ProtocolError("PEER_OFFER from a participant that should answer")
-        if self.state == "closed" or not _newer(attempt, self.attempt):
+        if self.state in ("closed", "refused") or not _newer(attempt, self.attempt):
             return  # stale: an answer to it would be ignored
         self.attempt = attempt
         if self.state == "open":
@@ -452,6 +460,18 @@ class PeerPair:
             task = asyncio.get_running_loop().create_task(link.close())
             task.add_done_callback(_log_task_error)
 
+    def refuse(self, why: str) -> None:
+        """Stop talking to this peer for as long as it is in the room (it flooded us): its
+        link closes and is not rebuilt; what was in flight to or from it fails."""
+        if self.state in ("closed", "refused"):
+            return
+        logger.warning("%r: refusing the peer's traffic: %s", self, why)
+        self.refused = why
+        self.mesh.refusals += 1
+        self.close()
+        self.state = "refused"
+        self.mesh._pair_refused(self, why)
+
     def close(self) -> None:
         """The peer left (or the room closed): close the link for good."""
         if self.state == "closed":
@@ -471,7 +491,7 @@ class PeerPair:
         self.send_raw(encode_message(kind, **fields))
 
     def send_raw(self, message: bytes) -> None:
-        if self.state == "closed":
+        if self.state in ("closed", "refused"):
             return
         link = self.link
         if link is not None:
@@ -529,12 +549,24 @@ class PeerPair:
             logger.warning("%r: too many malformed messages; dropping the link", self)
             self.link_lost("too many malformed messages")
 
+    def _admit_datagram(self, now: float, size: int) -> bool:
+        if self.meter.datagram(now, size):
+            return True
+        if self.meter.flooding(now):
+            self.refuse("flooding: too many datagrams a second")
+        return False
+
     def sender_of(self, claimed_pid: int) -> int:
         """Who sent a message that says ``claimed_pid``: the pair's participant, or 0 (the
         game host) when the pair's participant is the room's listen host and says so."""
         return 0 if claimed_pid == 0 and self.is_host else self.pid
 
     def _on_reliable(self, data: bytes | str) -> None:
+        if self.state != "open":
+            return
+        if not self.meter.message(self.connection.now(), len(data)):
+            self.refuse("flooding: too many reliable messages a second")
+            return
         try:
             fast = decode_peer_data_untrusted(data)
             if fast is not None:  # the hot path: a DATA message, without construct
@@ -720,6 +752,10 @@ class Mesh:
         self.local_tracks: dict[int, TrackFanout] = {}
         #: the game this client hosts (a listen server), if any
         self.listen: ListenRoom | None = None
+        #: what each peer may send this client a second (see netcode.rooms.limits)
+        self.budgets = room.peer_budgets or PeerBudgets()
+        #: peers refused for flooding
+        self.refusals = 0
         self.protocol_errors = 0
         self._calls: dict[int, tuple[int, float]] = {}  # request id -> (callee pid, expiry)
         self._out_streams: dict[int, _OutStream] = {}
@@ -873,6 +909,13 @@ class Mesh:
         if self.listen is not None:
             self.listen._peer_ready(pair)
 
+    def _pair_refused(self, pair: PeerPair, why: str) -> None:
+        for fanout in self.local_tracks.values():
+            fanout.forget(pair.pid)
+        self._peer_gone(pair, pair.identity, f"refused ({why})", f"the sender was refused ({why})")
+        if self.listen is not None:
+            self.listen._peer_left(pair)
+
     def _pair_lost(self, pair: PeerPair, why: str) -> None:
         for fanout in self.local_tracks.values():
             fanout.channels.pop(pair.pid, None)
@@ -970,7 +1013,11 @@ class Mesh:
         self.room._deliver(pair.sender_of(claimed), topic, text, payload, kind)
 
     def _deliver_events(self, pair: PeerPair) -> None:
+        now = pair.connection.now()
         for event, claimed, topic in pair.events.receive_down(pair.protocol_error):
+            if not pair.meter.event(now):
+                pair.refuse("flooding: too many game events a second")
+                return
             if not pair.can_publish or not self._subscribed(topic):
                 pair.dropped += 1
                 continue
@@ -1070,6 +1117,9 @@ class Mesh:
         if handler is None:
             return
         if type_ is RpcMessageType.REQUEST:
+            if not pair.meter.rpc(pair.connection.now()):
+                pair.refuse("flooding: too many RPC requests a second")
+                return
             if not pair.can_publish:
                 pair.dropped += 1
                 return

@@ -611,7 +611,9 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
     """One run: an embedded server (unless --url) and ``clients`` bots."""
     impairment: Impairment | None = getattr(args, "impairment", None)
     spec = str(impairment) if impairment is not None else ""
-    server = None if args.url else EmbeddedServer(args.entities, args.tick_rate)
+    profile = getattr(args, "profile_server", None)
+    extra = ["--profile", profile] if profile else []
+    server = None if args.url else EmbeddedServer(args.entities, args.tick_rate, extra=extra)
     bots: list[Bot] = []
     scenario = Scenario(args)  # --hostile, --soak (netcode_tools.hostile)
     try:
@@ -765,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="PID",
         help="with --url: the server's process on this machine, whose CPU to report",
+    )
+    parser.add_argument(
+        "--profile-server",
+        metavar="PATH",
+        help="profile the embedded server's process over the measured window (cProfile "
+        "stats into PATH; read them with python -m pstats PATH)",
     )
     parser.add_argument("--bot-worker", help=argparse.SUPPRESS)  # FIRST:COUNT, a child
     parser.add_argument(

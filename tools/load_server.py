@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import math
 import random
@@ -199,17 +200,21 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
 
         host.on_join = _chain(host.on_join, set_redundancy)
     print(f"URL {server.url}", flush=True)
+    profiler = cProfile.Profile() if args.profile else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if sys.stdin is not None and not sys.stdin.isatty():
         # "reset" on stdin starts a new measurement window (after the clients connected)
-        loop.add_reader(sys.stdin.fileno(), lambda: _on_command(host, probe, stop))
+        loop.add_reader(sys.stdin.fileno(), lambda: _on_command(host, probe, stop, profiler))
     try:
         await asyncio.wait_for(stop.wait(), args.duration)
     except TimeoutError:
         pass
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
     stats = host.tick_stats()
     stats["clients"] = len(host.clients)
     stats["entities"] = len(host.world)
@@ -231,7 +236,9 @@ def _chain(
     return both
 
 
-def _on_command(host: GameHost, probe: ServerProbe, stop: asyncio.Event) -> None:
+def _on_command(
+    host: GameHost, probe: ServerProbe, stop: asyncio.Event, profiler: cProfile.Profile | None
+) -> None:
     line = sys.stdin.readline()
     if not line:
         asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
@@ -241,6 +248,8 @@ def _on_command(host: GameHost, probe: ServerProbe, stop: asyncio.Event) -> None
         host.tick_cpu_ms.clear()
         host.ticks_late = host.ticks_skipped = host.ticks_run = 0
         probe.reset()
+        if profiler is not None:
+            profiler.enable()  # the measured window only: not the joins
         print("RESET", flush=True)
     elif line.strip() == "stop":
         stop.set()
@@ -264,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redundancy", type=int, default=None, help="early copies per event")
     parser.add_argument(
         "--probe", action="store_true", help="STATS include event, SCTP and wire figures"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="profile the process (cProfile) from 'reset' to the end, into PATH (pstats)",
     )
     args = parser.parse_args(argv)
     if args.impair:

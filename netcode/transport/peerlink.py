@@ -50,6 +50,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 from netcode.errors import NetcodeError
 from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
+from netcode.transport.sctp import delay_acks
 from netcode.wire import MAX_DATAGRAM_BYTES
 
 __all__ = [
@@ -408,6 +409,10 @@ class PeerLink:
     :class:`~netcode.transport.impair.ImpairedPath` to share or keep a handle on) impairs
     every UDP datagram of ``pc`` both ways; it is attached here, so create the link before
     ``setLocalDescription``. The active path is :attr:`impairment`.
+
+    ``delayed_acks`` (the default) delays this association's SCTP acknowledgements as RFC
+    4960 6.2 allows and lets them ride the next outgoing DATA packet
+    (:mod:`netcode.transport.sctp`): a game connection then sends half the UDP datagrams.
     """
 
     def __init__(
@@ -418,6 +423,7 @@ class PeerLink:
         lossy_backlog_limit_bytes: int = DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
         impairment: Impairment | ImpairedPath | None = None,
         cwnd_floor_packets: int = DEFAULT_CWND_FLOOR_PACKETS,
+        delayed_acks: bool = True,
     ) -> None:
         self._pc = pc
         #: prefix of this link's log lines
@@ -459,6 +465,8 @@ class PeerLink:
         _shorten_initial_rto(pc)
         if cwnd_floor_packets:
             hold_cwnd_floor(pc, cwnd_floor_packets)
+        #: the delayed, bundled SCTP acknowledgements of this link (None: aiortc's own)
+        self.sack_policy = delay_acks(pc) if delayed_acks else None
         # Attached once the channels gave pc its ICE transport, before any gathering.
         self._impairment: ImpairedPath | None = None
         if impairment is not None:

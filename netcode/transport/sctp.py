@@ -1,0 +1,197 @@
+"""Delayed and bundled SCTP acknowledgements for one aiortc association.
+
+aiortc answers every packet that carries DATA with a SACK of its own, at once: a game
+connection where both ends send a datagram every tick then moves twice the packets it
+needs (each data packet draws another 93 bytes on the wire, and each SACK costs both ends
+a DTLS record and a trip through the SCTP stack). RFC 4960 section 6.2 (RFC 9260 keeps it)
+lets a receiver delay its acknowledgement: it must acknowledge at least every second
+packet carrying DATA, and within 200 ms of the arrival of any unacknowledged DATA; it must
+acknowledge at once a packet that shows a gap or a duplicate (so fast retransmission is not
+slowed), and a SACK may ride in front of DATA in the same packet (section 6.10, bundling:
+control chunks first).
+
+:func:`delay_acks` installs that policy on one ``RTCSctpTransport`` instance (instance
+attributes shadow two of its methods; nothing is patched at module or class level, so other
+associations in the process keep aiortc's behaviour):
+
+- after a packet with DATA, the SACK waits unless this is the second unacknowledged
+  packet, the packet shows or fills a gap, holds a duplicate or a FORWARD TSN, or the
+  association is not established;
+- a waiting SACK rides the next DATA chunk this end sends, in the same packet, if the
+  packet stays within aiortc's largest (``SCTP_MAX_PACKET_LENGTH``, 1189 bytes): both ends
+  of a game connection send every tick, so acknowledgements then cost no packet at all;
+- otherwise it goes alone after ``delay`` seconds (at most 200 ms).
+
+Only when a SACK leaves changes; what it says is aiortc's own (built by aiortc's
+``_send_sack``). The sender's retransmission timer (at least 1 s) is far longer than the
+delay; its congestion window grows per SACK in slow start, which game traffic, paced far
+below the window, does not depend on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from struct import pack
+from typing import Any
+
+from google_crc32c import value as _crc32c  # what aiortc checksums its packets with
+
+__all__ = ["DEFAULT_SACK_DELAY_S", "SackPolicy", "delay_acks"]
+
+logger = logging.getLogger(__name__)
+
+#: How long an acknowledgement may wait for a packet to ride (RFC 4960 6.2: at most 200 ms).
+DEFAULT_SACK_DELAY_S = 0.2
+
+_SCTP_COMMON_HEADER = 12
+_REQUIRED = (
+    "_send_sack",
+    "_send_chunk",
+    "_sack_needed",
+    "_sack_misordered",
+    "_sack_duplicates",
+    "_receive_forward_tsn_chunk",
+    "_association_state",
+    "State",
+    "transport",
+    "_local_port",
+    "_remote_port",
+    "_remote_verification_tag",
+)
+
+
+class SackPolicy:
+    """The delayed, bundled acknowledgements of one association (see the module docstring).
+
+    Counters: ``sacks_alone`` (SACK packets sent by themselves), ``sacks_bundled`` (SACKs
+    that rode a DATA chunk), ``sacks_delayed`` (packets whose acknowledgement waited).
+    """
+
+    def __init__(self, sctp: Any, delay: float = DEFAULT_SACK_DELAY_S) -> None:
+        from aiortc import rtcsctptransport as _aiortc_sctp
+
+        if not 0 < delay <= 0.2:
+            raise ValueError("the SACK delay must be within (0, 0.2] seconds (RFC 4960 6.2)")
+        self._m = _aiortc_sctp
+        self._sctp = sctp
+        self.delay = delay
+        self._send_sack = sctp._send_sack  # aiortc's: builds and sends the SACK
+        self._send_chunk = sctp._send_chunk  # aiortc's: one chunk per packet
+        self._receive_forward_tsn = sctp._receive_forward_tsn_chunk
+        self._unacked = 0  # packets with DATA since the last SACK
+        self._gaps_before = False  # gaps were outstanding before the current packet
+        self._urgent = False  # the current packet carried a FORWARD TSN
+        self._timer: asyncio.TimerHandle | None = None
+        self._capture: list[Any] | None = None
+        self.sacks_alone = 0
+        self.sacks_bundled = 0
+        self.sacks_delayed = 0
+        sctp._send_sack = self._on_sack_needed
+        sctp._send_chunk = self._on_send_chunk
+        sctp._receive_forward_tsn_chunk = self._on_forward_tsn
+
+    async def _on_forward_tsn(self, chunk: Any) -> None:
+        self._urgent = True
+        await self._receive_forward_tsn(chunk)
+
+    async def _on_sack_needed(self) -> None:
+        """aiortc calls this after each packet that needs acknowledging."""
+        sctp = self._sctp
+        self._unacked += 1
+        gaps = bool(sctp._sack_misordered)
+        now = (
+            self._unacked >= 2
+            or gaps
+            or self._gaps_before  # this packet may have filled a gap: say so at once
+            or bool(sctp._sack_duplicates)
+            or self._urgent
+            or sctp._association_state != sctp.State.ESTABLISHED
+        )
+        self._gaps_before = gaps
+        self._urgent = False
+        if now:
+            await self.flush()
+            return
+        self.sacks_delayed += 1
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        sctp = self._sctp
+        if sctp._sack_needed and sctp._association_state == sctp.State.ESTABLISHED:
+            task = asyncio.ensure_future(self.flush())
+            task.add_done_callback(_log_failure)
+
+    async def flush(self) -> None:
+        """Send the waiting acknowledgement now, alone."""
+        self._cancel_timer()
+        self._unacked = 0
+        if not self._sctp._sack_needed:
+            return
+        self.sacks_alone += 1
+        await self._send_sack()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _on_send_chunk(self, chunk: Any) -> None:
+        if self._capture is not None:  # aiortc's _send_sack handing us its SACK
+            self._capture.append(chunk)
+            return
+        sctp = self._sctp
+        m = self._m
+        if sctp._sack_needed and isinstance(chunk, m.DataChunk):
+            data = bytes(chunk)
+            # an upper bound of the SACK: 16 bytes, 4 per gap and per duplicate TSN
+            sack_bound = 16 + 4 * (len(sctp._sack_misordered) + len(sctp._sack_duplicates))
+            if _SCTP_COMMON_HEADER + sack_bound + len(data) <= m.SCTP_MAX_PACKET_LENGTH:
+                captured: list[Any] = []
+                self._capture = captured
+                try:
+                    await self._send_sack()  # builds the SACK and clears what it reports
+                finally:
+                    self._capture = None
+                self._cancel_timer()
+                self._unacked = 0
+                if len(captured) == 1:
+                    self.sacks_bundled += 1
+                    await sctp.transport._send_data(self._packet(bytes(captured[0]) + data))
+                    return
+                for extra in captured:  # not what we expected: send as aiortc would
+                    await self._send_chunk(extra)
+        await self._send_chunk(chunk)
+
+    def _packet(self, chunks: bytes) -> bytes:
+        sctp = self._sctp
+        header = pack("!HHL", sctp._local_port, sctp._remote_port, sctp._remote_verification_tag)
+        checksum = _crc32c(header + b"\x00\x00\x00\x00" + chunks)
+        return header + pack("<L", checksum) + chunks
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("a delayed SCTP acknowledgement was not sent: %r", task.exception())
+
+
+def delay_acks(pc: Any, delay: float = DEFAULT_SACK_DELAY_S) -> SackPolicy | None:
+    """Delay and bundle the SCTP acknowledgements of ``pc``'s association (this one only).
+
+    Returns the policy (its counters), or None if ``pc`` has no association yet or aiortc's
+    internals are not what this was written against (then aiortc's own behaviour stays).
+    """
+    sctp = getattr(pc, "sctp", None)
+    if sctp is None:
+        return None
+    existing = getattr(sctp, "_netcode_sack_policy", None)
+    if isinstance(existing, SackPolicy):
+        return existing
+    if not all(hasattr(sctp, name) for name in _REQUIRED):
+        logger.warning("aiortc's SCTP internals changed: acknowledgements are not delayed")
+        return None
+    policy = SackPolicy(sctp, delay)
+    sctp._netcode_sack_policy = policy
+    return policy

@@ -1,0 +1,125 @@
+"""Delayed and bundled SCTP acknowledgements (netcode.transport.sctp) on real aiortc links."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from netcode.transport.direct import accept_answer, answer_link, offer_link
+from netcode.transport.impair import ImpairedPath, Impairment
+from netcode.transport.peerlink import PeerLink
+from netcode.transport.sctp import SackPolicy, delay_acks
+
+pytestmark = pytest.mark.webrtc
+
+
+async def _pair(path: ImpairedPath) -> tuple[PeerLink, PeerLink]:
+    a, offer = await offer_link(include_loopback=True, impairment=path)
+    b, answer = await answer_link(offer, include_loopback=True)
+    await accept_answer(a, answer)
+    await asyncio.gather(a.wait_open(10), b.wait_open(10))
+    await asyncio.sleep(0.3)  # the handshake's own packets settle
+    return a, b
+
+
+@pytest.fixture
+async def links() -> AsyncIterator[tuple[PeerLink, PeerLink, ImpairedPath]]:
+    path = ImpairedPath(Impairment())  # a zero impairment: counts a's UDP datagrams
+    a, b = await _pair(path)
+    try:
+        yield a, b, path
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+def _datagrams(path: ImpairedPath) -> tuple[int, int]:
+    stats = path.stats()
+    return stats["outgoing"].datagrams_seen, stats["incoming"].datagrams_seen
+
+
+async def test_a_game_exchange_sends_one_datagram_per_message(
+    links: tuple[PeerLink, PeerLink, ImpairedPath],
+) -> None:
+    """Both ends send every tick: each acknowledgement rides the other end's next data."""
+    a, b, path = links
+    assert isinstance(a.sack_policy, SackPolicy) and isinstance(b.sack_policy, SackPolicy)
+    got: list[bytes] = []
+    b.on_lossy(lambda m: b.send_lossy(m))  # the server answers every input
+    a.on_lossy(got.append)
+    up0, down0 = _datagrams(path)
+    for _ in range(100):
+        a.send_lossy(b"input" * 20)
+        await asyncio.sleep(1 / 60)
+    await asyncio.sleep(0.4)
+    up, down = _datagrams(path)
+    assert len(got) == 100
+    # aiortc alone: 200 each way (a DATA packet and a SACK per message)
+    assert up - up0 <= 110 and down - down0 <= 110
+    assert a.sack_policy.sacks_bundled >= 90 and b.sack_policy.sacks_bundled >= 90
+
+
+async def test_one_way_data_is_acknowledged_every_second_packet(
+    links: tuple[PeerLink, PeerLink, ImpairedPath],
+) -> None:
+    a, b, path = links
+    got: list[bytes] = []
+    b.on_lossy(got.append)
+    up0, down0 = _datagrams(path)
+    for _ in range(100):
+        a.send_lossy(b"x" * 100)
+        await asyncio.sleep(1 / 200)
+    await asyncio.sleep(0.4)
+    up, down = _datagrams(path)
+    assert len(got) == 100 and up - up0 >= 100
+    assert 45 <= down - down0 <= 60  # a SACK for every second packet, and a last one
+    sctp = a.pc.sctp
+    assert sctp is not None and not sctp._sent_queue  # everything acknowledged
+
+
+async def test_a_lone_packet_is_acknowledged_within_the_delay(
+    links: tuple[PeerLink, PeerLink, ImpairedPath],
+) -> None:
+    a, b, _path = links
+    b.on_lossy(lambda m: None)
+    sctp = a.pc.sctp
+    assert sctp is not None
+    a.send_lossy(b"alone")
+    await asyncio.sleep(0.05)
+    assert sctp._sent_queue  # not acknowledged yet: the SACK waits for company
+    await asyncio.sleep(0.3)
+    assert not sctp._sent_queue  # the delay (200 ms) ran out, the SACK went alone
+
+
+async def test_reliable_data_under_loss_arrives_whole_and_in_order() -> None:
+    """Gaps and duplicates are acknowledged at once: fast retransmission still works."""
+    path = ImpairedPath(Impairment(seed=3))
+    a, b = await _pair(path)
+    try:
+        path.configure(Impairment(latency_ms=5, loss=0.1, seed=3))
+        got: list[bytes | str] = []
+        b.on_reliable(got.append)
+        sent = [bytes([i % 256]) * 900 for i in range(200)]
+        for message in sent:
+            a.send_reliable(message)
+        for _ in range(200):
+            if len(got) == len(sent):
+                break
+            await asyncio.sleep(0.05)
+        assert got == sent
+        assert path.stats()["outgoing"].dropped_loss > 0
+        assert b.sack_policy is not None and b.sack_policy.sacks_alone > 0
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_delay_acks_is_idempotent_and_bounded() -> None:
+    path = ImpairedPath(Impairment())
+    a, b = await _pair(path)
+    try:
+        assert delay_acks(a.pc) is a.sack_policy  # installed once per association
+        with pytest.raises(ValueError):
+            SackPolicy(a.pc.sctp, delay=0.5)  # RFC 4960 6.2: at most 200 ms (500 ms MUST)
+    finally:
+        await asyncio.gather(a.close(), b.close())

@@ -17,6 +17,7 @@ def test_bench_codec_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert 0 < result[case]["fast_encode_us"] < result[case]["construct_build_us"]
         assert 0 < result[case]["fast_decode_us"] < result[case]["construct_parse_us"]
     assert result["core"]["send_us"] > 0
+    assert result["trace"]["record_us"] > 0
 
 
 def test_bench_codec_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import time
 import tomllib
 from collections.abc import Callable
 
@@ -192,21 +191,6 @@ def test_writer_encodes_numpy_values_and_survives_a_full_disk(tmp_path: pathlib.
         assert full.closed
         full.record("tick", 0.0, {"tick": 1})
         full.close()
-
-
-def test_cost_per_record_is_small(tmp_path: pathlib.Path) -> None:
-    """Recording, serialising and writing one endpoint-sized record: well under 5 us here."""
-    writer = TraceWriter(tmp_path / "cost.jsonl")
-    trace = writer.tracer("alice")
-    n = 20_000
-    fields = [{"seq": i, "bytes": 812, "frames": [[17, 700], [19, 80]]} for i in range(n)]
-    now = writer.now()
-    start = time.perf_counter()
-    for i in range(n):
-        trace("send", now + i * 1e-4, fields[i])
-    writer.close()
-    per_record_us = (time.perf_counter() - start) / n * 1e6
-    assert per_record_us < 15  # generous for loaded CI machines; ~3 us measured on 2 cores
 
 
 def test_truncated_last_line_is_tolerated(

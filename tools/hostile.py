@@ -91,7 +91,7 @@ __all__ = [
 _UNCOUNTED = (bytes((Kind.ACK,)), bytes((Kind.RESUMED,)))
 
 #: Datagrams a second one flooder sends (the server's default budget is 1000).
-FLOOD_RATE = 3000.0
+FLOOD_RATE = 1500.0
 
 
 def parse_spec(text: str) -> tuple[str, int]:

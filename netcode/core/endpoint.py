@@ -506,15 +506,28 @@ class Endpoint:
                 assert rtt.smoothed is not None  # just updated
                 fields = {"smoothed_ms": rtt.smoothed * 1e3, "variation_ms": rtt.variation * 1e3}
                 self._tracer("rtt", now, fields)
-        bits = ack_bits
-        offset = 1
-        while bits:
-            if bits & 1:
-                sequence = (ack - offset) & 0xFFFF
-                if sequence in in_flight:
+        if ack_bits and in_flight:
+            # The bits name up to 32 sequences. With fewer datagrams in flight (a game's
+            # usual few), look the other way round: each one in flight, is its bit set?
+            # Either way they are reported newest first.
+            if len(in_flight) <= 32:
+                acked = []
+                for sequence in in_flight:
+                    offset = (ack - sequence) & 0xFFFF
+                    if 0 < offset <= 32 and ack_bits >> (offset - 1) & 1:
+                        acked.append((offset, sequence))
+                for _, sequence in sorted(acked):
                     self._report_acked(sequence, now)
-            bits >>= 1
-            offset += 1
+            else:
+                bits = ack_bits
+                offset = 1
+                while bits:
+                    if bits & 1:
+                        sequence = (ack - offset) & 0xFFFF
+                        if sequence in in_flight:
+                            self._report_acked(sequence, now)
+                    bits >>= 1
+                    offset += 1
         if self._peer_newest_ack is None or seq_diff(ack, self._peer_newest_ack) > 0:
             self._peer_newest_ack = ack
         # Anything ACK_WINDOW or more behind the newest ack can never be acknowledged now.

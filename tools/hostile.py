@@ -434,6 +434,7 @@ async def run_hostiles(
         tasks.append(asyncio.get_running_loop().create_task(hostile.run(stop)))
         await asyncio.sleep(0.05)
     await asyncio.gather(*tasks, return_exceptions=True)
+    await stop.wait()  # every one cut off early: report when asked, as the others would
     return [hostile.report() for hostile in hostiles]
 
 
@@ -464,8 +465,11 @@ class HostileProcess:
     async def stop(self) -> list[dict[str, Any]]:
         """Stop the hostile clients; their reports."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write("stop\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # the child ended on its own; its report is in stdout
+            pass
         stdout = self.process.stdout
 
         def read() -> list[dict[str, Any]]:

@@ -159,6 +159,44 @@ async def test_honest_traffic_stays_within_the_default_budgets(server: RoomServe
     assert not reasons and server.flood_disconnects == 0
 
 
+async def test_a_client_that_sends_but_never_reads_is_cut_off_in_seconds() -> None:
+    """Its datagrams keep arriving, it acknowledges none of ours: after ``unacked_after``
+    it is a slow consumer, and the others never notice."""
+    server = RoomServer(KEY, SECRET, unacked_after=4.0)
+    await server.start("127.0.0.1", 0)
+    try:
+        honest, honest_reasons = await join(server, "honest")
+        listener, listener_reasons = await join(server, "listener")
+        deaf, deaf_reasons = await join(server, "deaf")
+        await eventually(lambda: len(honest.remote_participants) == 2)
+        assert deaf.link is not None and deaf.connection is not None
+        connection = deaf.connection
+
+        def unread(data: bytes) -> None:  # the link looks alive to it; nothing is read
+            connection.last_received = connection.now()
+
+        deaf.link.on_lossy(unread)
+        started = asyncio.get_running_loop().time()
+        heard: list[str] = []
+        listener.on_event(Chat, lambda event, participant, topic: heard.append(event.text))
+        sent = 0
+        while not deaf_reasons and sent < 200:
+            honest.send_event(Chat(f"line {sent}"))
+            sent += 1
+            await asyncio.sleep(0.05)
+        assert deaf_reasons == ["slow_consumer"]
+        assert 4.0 <= asyncio.get_running_loop().time() - started <= 6.0
+        await eventually(lambda: len(heard) == sent, timeout=5)
+        assert heard == [f"line {n}" for n in range(sent)]
+        assert honest.isconnected() and listener.isconnected()
+        assert not honest_reasons and not listener_reasons
+        assert server.slow_disconnects == 1
+        with pytest.raises(ValueError, match="unacked_after must be more than dead_after"):
+            RoomServer(KEY, SECRET, dead_after=3.0, unacked_after=2.0)
+    finally:
+        await server.stop()
+
+
 async def test_a_client_that_never_confirms_reliable_messages_is_cut_off() -> None:
     server = RoomServer(KEY, SECRET, max_replay_bytes=64 * 1024)
     await server.start("127.0.0.1", 0)
@@ -167,7 +205,7 @@ async def test_a_client_that_never_confirms_reliable_messages_is_cut_off() -> No
         silent, silent_reasons = await join(server, "silent")
         silent._send_ack = lambda: None  # type: ignore[method-assign]
         await eventually(lambda: sender.remote_participants)
-        for n in range(200):  # 200 KiB towards a client that confirms nothing
+        for _ in range(200):  # 200 KiB towards a client that confirms nothing
             if silent_reasons:
                 break
             await sender.local_participant.publish_data(b"x" * 1024, reliable=True)

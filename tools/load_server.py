@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import cProfile
 import json
+import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -280,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         help="profile the process (cProfile) from 'reset' to the end, into PATH (pstats)",
     )
     args = parser.parse_args(argv)
+    level = os.environ.get("NETCODE_LOG_LEVEL")  # e.g. INFO: every protocol error, every resume
+    if level:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s: %(message)s")
     if args.impair:
         try:
             Impairment.from_spec(args.impair)

@@ -209,6 +209,8 @@ class Endpoint:
         self._received_bits = 0
         self._ack_owed_since: float | None = None
         self.last_received_at: float | None = None
+        #: when the peer last acknowledged one of our datagrams (None: never)
+        self.last_acked_at: float | None = None
         # pings
         self._next_ping_id = 0
         self._next_ping_at: float | None = None
@@ -541,6 +543,7 @@ class Endpoint:
     def _report_acked(self, sequence: int, now: float, rtt: float | None = None) -> None:
         sent = self._in_flight.pop(sequence)
         self.counters.datagrams_acked += 1
+        self.last_acked_at = now
         if self._tracer is not None:
             fields: dict[str, Any] = {"seq": sequence, "bytes": sent.size}
             if rtt is not None:

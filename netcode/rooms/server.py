@@ -36,6 +36,7 @@ frames and extension messages of the higher layers (replication, events, RPC, st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import itertools
 import logging
@@ -107,6 +108,9 @@ MAX_TRACKS_PER_PARTICIPANT = 16
 DEFAULT_MAX_PARTICIPANTS = 200
 #: Silence (no datagram) after which a link is declared dead, seconds.
 DEFAULT_DEAD_AFTER_S = 3.0
+#: Seconds a client whose datagrams keep arriving may leave every datagram of ours
+#: unacknowledged (it does not read its lossy channel) before it is cut off as a slow consumer.
+DEFAULT_UNACKED_AFTER_S = 10.0
 #: Topic names one participant may publish on. Each client's table of the topics it receives
 #: holds MAX_TOPICS (1024): with this budget, 16 publishers at their limit fit in it.
 DEFAULT_MAX_TOPICS_PER_PARTICIPANT = 64
@@ -511,6 +515,10 @@ class ServerParticipant:
             replay = self.replay.replay_from(client_received)
         except ProtocolError as exc:
             raise SessionRefused("session_expired", f"cannot resume: {exc}") from None
+        if link.closed.is_set() or link.reliable.ready_state != "open":
+            # it died while it was being set up (the client tries another): keep the session
+            # as it is rather than attach it to a dead link
+            raise SessionRefused("link_closed", "the new link closed before it could be used")
         was_reconnecting = self.reconnecting
         if self.link is not None:
             self._let_link_go()  # the client saw the drop before we did
@@ -545,6 +553,12 @@ class ServerParticipant:
         silent = now - self.connection.last_received
         if silent > self.server.dead_after:
             self.link_lost(f"no datagram for {silent:.1f} s")
+            return
+        unacked = self.connection.unacked_for(now)
+        if unacked > self.server.unacked_after:
+            # It sends but does not read: everything queued towards it only grows (events,
+            # replay), and resending it costs the server. Charge it, not the room.
+            self._slow_consumer(f"acknowledged none of our datagrams for {unacked:.1f} s")
             return
         if self.received.ack_owed:
             self.send_message(Kind.ACK, received=self.received.take_ack())
@@ -1042,6 +1056,7 @@ class RoomServer:
         signaling_limits: SignalingLimits | None = None,
         dead_after: float = DEFAULT_DEAD_AFTER_S,
         grace_period: float = DEFAULT_GRACE_PERIOD_S,
+        unacked_after: float = DEFAULT_UNACKED_AFTER_S,
         impairment: Impairment | Callable[[Claims], Impairment | ImpairedPath | None] | None = None,
         trace: TraceTarget = None,
         ssl: ssl_module.SSLContext | None = None,
@@ -1058,6 +1073,8 @@ class RoomServer:
 
         ``dead_after``: seconds without a datagram before a client's link is declared
         dead; ``grace_period``: seconds a dropped client's session is held for it to resume;
+        ``unacked_after``: seconds a client that keeps sending may leave all our datagrams
+        unacknowledged (it does not read them) before it is disconnected as a slow consumer;
         ``max_replay_bytes``: reliable bytes a client may leave unconfirmed (then it is
         disconnected as a slow consumer); ``impairment`` impairs every client's UDP
         datagrams at the server, both ways (an Impairment for all, or a function of the
@@ -1076,12 +1093,18 @@ class RoomServer:
             raise ValueError(f"dead_after must be positive seconds, got {dead_after!r}")
         if not grace_period >= 0:
             raise ValueError(f"grace_period must be 0 or more seconds, got {grace_period!r}")
+        if not unacked_after > dead_after:
+            raise ValueError(
+                f"unacked_after must be more than dead_after ({dead_after} s), "
+                f"got {unacked_after!r}"
+            )
         self.verifier = TokenVerifier(api_key, api_secret)
         #: this server process's id: session ids start with it, so a restarted server
         #: tells a resuming client "server_restarted" rather than "session_expired"
         self.instance_id = secrets.token_hex(4)
         self.dead_after = dead_after
         self.grace_period = grace_period
+        self.unacked_after = unacked_after
         self.max_replay_bytes = max_replay_bytes
         #: topic names one participant may publish on (more: disconnected, too_many_topics)
         self.max_topics_per_participant = max_topics_per_participant
@@ -1247,8 +1270,9 @@ class RoomServer:
                 request = link.resume_request
                 participant.resume(link, int(request["received"]), int(request["episode"]))
             except SessionRefused as exc:
-                link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
-                await asyncio.sleep(0.05)
+                with contextlib.suppress(ChannelNotOpen):
+                    link.send_reliable(encode_message(Kind.ERROR, code=exc.code, message=str(exc)))
+                    await asyncio.sleep(0.05)
                 await link.close()
                 return
         else:

@@ -102,6 +102,8 @@ class DatagramConnection:
         self.flushes_paced = 0
         #: when the last datagram arrived (this connection's clock), or when it was created
         self.last_received = self._clock()
+        #: when the current link was attached (this connection's clock)
+        self.attached_at = self.last_received
         #: checked with each datagram's size before it is decoded: False drops it (an
         #: inbound budget, so a flooding peer costs little)
         self.admit: Callable[[float, int], bool] | None = None
@@ -115,7 +117,7 @@ class DatagramConnection:
         """Drive the endpoint over ``link`` from now on (the previous one is let go)."""
         self.detach()
         self.link = link
-        self.last_received = self._clock()
+        self.last_received = self.attached_at = self._clock()
         link.on_lossy(self._on_datagram)
         self.schedule_flush()
 
@@ -128,6 +130,14 @@ class DatagramConnection:
     def now(self) -> float:
         """This connection's clock (seconds)."""
         return self._clock()
+
+    def unacked_for(self, now: float) -> float:
+        """Seconds since the peer last acknowledged a datagram of ours on this link (or since
+        the link was attached, when it has acknowledged none there). The connection PINGs
+        at least once a second, so a peer that reads its datagrams keeps this small."""
+        acked = self.endpoint.last_acked_at
+        since = self.attached_at if acked is None else max(acked, self.attached_at)
+        return now - since
 
     def send_frame(
         self,

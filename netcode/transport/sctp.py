@@ -85,6 +85,8 @@ class SackPolicy:
         self._timer: asyncio.TimerHandle | None = None
         self._capture: list[Any] | None = None
         self.sacks_alone = 0
+        #: chunks that could not be sent: the transport under the association was gone
+        self.send_failures = 0
         self.sacks_bundled = 0
         self.sacks_delayed = 0
         sctp._send_sack = self._on_sack_needed
@@ -139,6 +141,15 @@ class SackPolicy:
             self._timer = None
 
     async def _on_send_chunk(self, chunk: Any) -> None:
+        try:
+            await self._send_or_bundle(chunk)
+        except ConnectionError:
+            # The ICE or DTLS transport under the association is gone: the chunk is lost as
+            # any packet can be, and the association's end is reported by its transport.
+            # (aiortc lets this escape from tasks nobody awaits.)
+            self.send_failures += 1
+
+    async def _send_or_bundle(self, chunk: Any) -> None:
         if self._capture is not None:  # aiortc's _send_sack handing us its SACK
             self._capture.append(chunk)
             return

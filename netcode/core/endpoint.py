@@ -209,7 +209,8 @@ class Endpoint:
         self._received_bits = 0
         self._ack_owed_since: float | None = None
         self.last_received_at: float | None = None
-        #: when the peer last acknowledged one of our datagrams (None: never)
+        #: when the peer's acknowledgements last moved on to a newer datagram of ours (None:
+        #: never), whether or not it was still counted in flight
         self.last_acked_at: float | None = None
         # pings
         self._next_ping_id = 0
@@ -532,6 +533,7 @@ class Endpoint:
                     offset += 1
         if self._peer_newest_ack is None or seq_diff(ack, self._peer_newest_ack) > 0:
             self._peer_newest_ack = ack
+            self.last_acked_at = now
         # Anything ACK_WINDOW or more behind the newest ack can never be acknowledged now.
         newest = self._peer_newest_ack
         while in_flight:
@@ -543,7 +545,6 @@ class Endpoint:
     def _report_acked(self, sequence: int, now: float, rtt: float | None = None) -> None:
         sent = self._in_flight.pop(sequence)
         self.counters.datagrams_acked += 1
-        self.last_acked_at = now
         if self._tracer is not None:
             fields: dict[str, Any] = {"seq": sequence, "bytes": sent.size}
             if rtt is not None:

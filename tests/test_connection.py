@@ -28,7 +28,7 @@ class FakeLink:
         self.sent.append(data)
         return True
 
-    def send_backlog(self) -> int:
+    def datagram_backlog(self) -> int:
         return self.backlog
 
     def on_lossy(self, handler: Callable[[bytes], object] | None) -> None:

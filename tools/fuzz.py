@@ -408,6 +408,9 @@ class FakeLink:
     def send_backlog(self) -> int:
         return 0
 
+    def datagram_backlog(self) -> int:
+        return 0
+
     def create_channel(
         self,
         label: str,

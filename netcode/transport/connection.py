@@ -9,7 +9,7 @@ queued together leave together, and paced by a token bucket (``pacing_rate`` dat
 second, bursts of ``pacing_burst``): thousands of back-to-back datagrams would overflow the
 receiver's UDP buffer, where the same datagrams paced arrive.
 
-While the connection's send queue is backed up (``link.send_backlog()`` above the link's
+While the connection's send queue is backed up (``link.datagram_backlog()`` above the link's
 limit), it does not pull datagrams from the endpoint: they wait there, where superseded
 snapshot parts replace older ones and expired frames are dropped, instead of queueing
 stale behind SCTP's congestion window.
@@ -57,7 +57,7 @@ class DatagramLink(Protocol):
 
     def send_lossy(self, data: bytes) -> bool: ...
 
-    def send_backlog(self) -> int: ...
+    def datagram_backlog(self) -> int: ...
 
     def on_lossy(self, handler: Callable[[bytes], object] | None) -> None: ...
 
@@ -178,7 +178,7 @@ class DatagramConnection:
         now = self._clock()
         endpoint.handle_timer(now)
         link = self.link
-        if link is not None and link.send_backlog() > link.backlog_limit:
+        if link is not None and link.datagram_backlog() > link.backlog_limit:
             self.flushes_deferred += 1
             self._drain()
             self._arm(now + _BACKLOG_RETRY_S)

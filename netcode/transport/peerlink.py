@@ -209,6 +209,35 @@ def _payload_bytes(data: bytes | str) -> int:
     return len(data) if data.isascii() else len(data.encode("utf-8"))
 
 
+def _is_reliable(raw: RTCDataChannel) -> bool:
+    return raw.maxRetransmits is None and raw.maxPacketLifeTime is None
+
+
+def _ahead_of_reliable(raw: RTCDataChannel) -> None:
+    """Move the message just sent on the unreliable channel ``raw`` ahead of the reliable
+    messages waiting in the association's queue.
+
+    aiortc keeps one queue of whole messages per association, first in first out, and hands
+    the next one to SCTP only when SCTP has sent all of the previous one's chunks: behind a
+    burst of bulk reliable data (a relayed file, a stream) a datagram of game state would
+    wait its turn, and arrive late enough to be useless. Unreliable messages go first
+    (among themselves in order); a reliable message already being sent is not interrupted.
+    Streams are independent in SCTP, so this changes no channel's own order.
+    """
+    queue = getattr(raw.transport, "_data_channel_queue", None)
+    if queue is None or len(queue) < 2:
+        return
+    last = len(queue) - 1
+    for index in range(last):
+        if _is_reliable(queue[index][0]):
+            break
+    else:
+        return
+    item = queue[last]
+    del queue[last]
+    queue.insert(index, item)
+
+
 class DataChannel:
     """One data channel of a :class:`PeerLink`: size limits, backpressure and counters.
 
@@ -304,13 +333,15 @@ class DataChannel:
         if self._raw.readyState != "open":
             raise ChannelNotOpen(f"channel {self.label!r} is {self._raw.readyState}")
         if not self.reliable:
-            backlog = self._link.send_backlog()
+            backlog = self._link.datagram_backlog()
             # An empty queue always takes one message, so a partially reliable channel can
             # carry messages larger than the limit; otherwise the backlog stays under it.
             if backlog and backlog + size > self._link.backlog_limit:
                 self.stats.send_drops += 1
                 return False
         self._raw.send(data)
+        if not self.reliable:
+            _ahead_of_reliable(self._raw)
         self.stats.messages_sent += 1
         self.stats.bytes_sent += size
         return True
@@ -518,6 +549,16 @@ class PeerLink:
         waiting behind the congestion window.
         """
         return sum(channel._raw.bufferedAmount for channel in self._channels)
+
+    def datagram_backlog(self) -> int:
+        """Bytes a new datagram would wait behind: what the unreliable channels sent and
+        the association has not taken yet. Unreliable messages go ahead of queued reliable
+        ones, so a backlog of bulk reliable data does not make datagrams stale; the
+        reliable message being sent when one is queued still goes first (at most
+        MAX_RELIABLE_MESSAGE_BYTES)."""
+        return sum(
+            channel._raw.bufferedAmount for channel in self._channels if not channel.reliable
+        )
 
     def create_channel(
         self,

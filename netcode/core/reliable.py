@@ -366,7 +366,11 @@ class ReliableChannel:
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= window:
                 break  # the receiver might not have room for it yet
-            if out.last_sent is None or out.due or now >= out.last_copy + _backoff(timeout, out):
+            if (
+                out.last_sent is None
+                or out.due
+                or now >= out.last_copy + (_backoff(timeout, out) if out.resends else timeout)
+            ):
                 selected.append((message_id, out))
                 due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
             elif out.copies < config.redundant_copies and now >= out.last_copy + spacing:
@@ -437,7 +441,8 @@ class ReliableChannel:
                 break
             if out.last_sent is None or out.due:
                 return self._last_flush_at
-            deadline = out.last_copy + _backoff(timeout, out)
+            # (_backoff inlined for the usual case: no resend yet; this loop runs often)
+            deadline = out.last_copy + (_backoff(timeout, out) if out.resends else timeout)
             if copies and out.copies < config.redundant_copies:
                 deadline = min(deadline, out.last_copy + config.copy_spacing_s)
             if earliest is None or deadline < earliest:

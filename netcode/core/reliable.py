@@ -293,6 +293,12 @@ class ReliableChannel:
         self._max_buffered_bytes = config.max_send_queue_bytes + config.max_message_bytes
         self._delivered: deque[bytes] = deque()
         self._fallback_ack_owed = False
+        # get_timer's answer, kept while nothing it depends on changed: every change to the
+        # sending state counts in _changes (a stalled peer leaves up to max_send_queue
+        # messages outstanding, and get_timer runs on every flush of the connection)
+        self._changes = 0
+        self._timer_key: tuple[int, bool, float] | None = None
+        self._timer_value: float | None = None
 
     # ---------------------------------------------------------------- API: sending
 
@@ -312,6 +318,7 @@ class ReliableChannel:
                 f"unacknowledged messages (max_send_queue_messages); the peer is not keeping up"
             )
         message_id = self._next_id
+        self._changes += 1
         if n > config.max_inline_bytes:
             if n > config.max_message_bytes:
                 raise ValueError(
@@ -350,6 +357,7 @@ class ReliableChannel:
         ``ReliableConfig.redundant_copies``).
         """
         self._last_flush_at = now
+        self._changes += 1
         if self._fallback_ack_owed:
             self._send_fallback_ack()
         if not self._outgoing:
@@ -429,12 +437,21 @@ class ReliableChannel:
             return None
         config = self.config
         timeout = self.resend_timeout
-        base = self._window_base()
         # Early copies are worth a flush only while a datagram is about to leave.
         copies = (
             config.redundant_copies > 0
             and _spare_datagram_room(self.endpoint.send_queue_bytes) > _MIN_COPY_FRAME_BYTES
         )
+        key = (self._changes, copies, timeout)
+        if key == self._timer_key:
+            return self._timer_value
+        self._timer_key = key
+        self._timer_value = value = self._earliest_deadline(timeout, copies)
+        return value
+
+    def _earliest_deadline(self, timeout: float, copies: bool) -> float | None:
+        config = self.config
+        base = self._window_base()
         earliest: float | None = None
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= config.window:
@@ -559,6 +576,7 @@ class ReliableChannel:
             # The endpoint is backed up; everything stays due and goes at a later flush.
             return False
         self._next_frame_token = token + 1
+        self._changes += 1
         counters = self.counters
         counters.frames_sent += 1
         timeout = self.resend_timeout
@@ -582,6 +600,7 @@ class ReliableChannel:
 
     def _on_frame(self, token: int, ids: tuple[int, ...], delivery: Delivery) -> None:
         outgoing = self._outgoing
+        self._changes += 1
         if delivery is Delivery.ACKED:
             self.counters.frames_acked += 1
             for message_id in ids:
@@ -609,18 +628,21 @@ class ReliableChannel:
         except SendQueueFull:
             return
         self._fallback_ack_owed = False
+        self._changes += 1
         self.counters.fallback_acks_sent += 1
 
     def _on_fallback_ack_delivery(self, delivery: Delivery) -> None:
         if delivery is Delivery.LOST:
             # Resend the newest position: it tells the peer at least as much.
             self._fallback_ack_owed = True
+            self._changes += 1
 
     def _on_fallback_ack(self, next_expected: int) -> None:
         if seq_diff(self._next_id, next_expected) < 0:
             self.counters.fallback_acks_ignored += 1
             return
         outstanding = self._fallback_outstanding
+        self._changes += 1
         while outstanding and seq_diff(next_expected, outstanding[0]) > 0:
             outstanding.popleft()
 
@@ -659,6 +681,7 @@ class ReliableChannel:
             self._delivered.append(message)
             if via_fallback:
                 self._fallback_ack_owed = True
+                self._changes += 1
             expected = seq_add(expected, 1)
             delivered += 1
         self._next_expected = expected

@@ -320,3 +320,36 @@ async def test_defaults_a_5s_blackout_resumes_and_a_30s_one_ends_the_session() -
         assert alice.seen[-1] in ("disconnected:server_unreachable", "disconnected:session_expired")
     finally:
         await server.stop()
+
+
+async def test_a_forged_resume_with_any_text_is_refused_not_a_server_error() -> None:
+    """Found by netcode-fuzz: a resume secret that is not ASCII made the comparison raise."""
+    import aiohttp
+
+    from netcode.transport.signaling import SIGNALING_PATH
+
+    server = RoomServer(KEY, SECRET)
+    await server.start("127.0.0.1", 0)
+    room = Room()
+    try:
+        await room.connect(server.url, token("alice"))
+        session = room._session
+        assert session is not None
+        async with aiohttp.ClientSession() as http:
+            for secret in ("é" * 40, "\ud800", session["secret"][:-1] + "x"):
+                body = {
+                    "sdp": "v=0",
+                    "type": "offer",
+                    "resume": {
+                        "session": session["session"],
+                        "secret": secret,
+                        "received": 0,
+                        "episode": 1,
+                    },
+                }
+                async with http.post(server.url + SIGNALING_PATH, json=body) as response:
+                    assert response.status in (400, 401, 403, 410), secret
+        assert room.isconnected()
+    finally:
+        await room.disconnect()
+        await server.stop()

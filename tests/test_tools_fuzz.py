@@ -44,12 +44,6 @@ def test_mutate_is_seeded_and_changes_its_input() -> None:
     assert sum(mutate(corpus[0], rng, corpus) != corpus[0] for _ in range(100)) > 90
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="signaling: json.loads raises RecursionError (deep nesting) and ValueError (an "
-    "integer over 4300 digits) past _parse_offer_untrusted: the handler answers 500 with a "
-    "traceback in the log instead of 400 (found by netcode-fuzz)",
-)
 async def test_nasty_signaling_bodies_get_a_4xx_answer() -> None:
     server = RoomServer("key", "secret-secret-secret-secret-secret-00")
     await server.start("127.0.0.1", 0)

@@ -435,6 +435,9 @@ async def test_malformed_signaling_requests_get_4xx_and_server_survives(
         (b'{"sdp": "v=0", "type": "offer"}', 400, "bad_request"),
         (b'{"sdp": 5, "type": "offer", "token": "t"}', 400, "bad_request"),
         (b"x" * (MAX_SIGNALING_BODY_BYTES + 1), 413, "request_too_large"),
+        # found by netcode-fuzz: past the JSON decoder's depth, and past Python's digit limit
+        (b"[" * 5000 + b"]" * 5000, 400, "bad_request"),
+        (b'{"sdp": ' + b"7" * 5000 + b"}", 400, "bad_request"),
     ]
     good = token().encode()
     cases += [

@@ -108,6 +108,8 @@ MAX_TRACKS_PER_PARTICIPANT = 16
 DEFAULT_MAX_PARTICIPANTS = 200
 #: Silence (no datagram) after which a link is declared dead, seconds.
 DEFAULT_DEAD_AFTER_S = 3.0
+#: Longest message an ERROR carries (longer ones are cut).
+MAX_ERROR_MESSAGE_CHARS = 500
 #: Seconds a client whose datagrams keep arriving may leave every datagram of ours
 #: unacknowledged (it does not read its lossy channel) before it is cut off as a slow consumer.
 DEFAULT_UNACKED_AFTER_S = 10.0
@@ -440,6 +442,10 @@ class ServerParticipant:
         if self._ending:
             return
         if code:
+            # the reason may quote what the peer sent: keep the message well under the
+            # reliable channel's limit
+            if len(message) > MAX_ERROR_MESSAGE_CHARS:
+                message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
             self.send_message(Kind.ERROR, code=code, message=message)
         self._ending = True
         self.end_reason = code or "disconnected"
@@ -515,7 +521,7 @@ class ServerParticipant:
             replay = self.replay.replay_from(client_received)
         except ProtocolError as exc:
             raise SessionRefused("session_expired", f"cannot resume: {exc}") from None
-        if link.closed.is_set() or link.reliable.ready_state != "open":
+        if not link.is_open:
             # it died while it was being set up (the client tries another): keep the session
             # as it is rather than attach it to a dead link
             raise SessionRefused("link_closed", "the new link closed before it could be used")
@@ -570,7 +576,7 @@ class ServerParticipant:
             logger.warning("%s: %s; disconnecting", self.log_name, what)
             self.disconnect("too_many_topics", str(what))
             return
-        what = str(what)
+        what = str(what)[:300]
         self.protocol_errors += 1
         self.server.protocol_errors += 1
         logger.info("%s: protocol error %d: %s", self.log_name, self.protocol_errors, what)
@@ -1259,7 +1265,8 @@ class RoomServer:
                     "server_restarted", "the server restarted; the session is gone: join again"
                 )
             raise SessionRefused("session_expired", "no such session (it expired or ended)")
-        if not hmac.compare_digest(str(fields["secret"]), participant.resume_secret):
+        offered = str(fields["secret"]).encode("utf-8", "replace")  # any text: compare bytes
+        if not hmac.compare_digest(offered, participant.resume_secret.encode()):
             raise SessionRefused("session_expired", "wrong resume secret")
         return participant
 

@@ -235,8 +235,10 @@ def _parse_offer_untrusted(body: bytes) -> tuple[str, str, str, dict[str, Any] |
     Raises _BadRequest."""
     try:
         request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _BadRequest("bad_request", f"body is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8, not JSON, or an integer of more digits than Python converts;
+        # RecursionError: arrays or objects nested past the decoder's depth
+        raise _BadRequest("bad_request", f"body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(request, dict):
         raise _BadRequest("bad_request", "body is not a JSON object")
     sdp, kind, token = request.get("sdp"), request.get("type"), request.get("token")
@@ -732,7 +734,7 @@ async def _post_offer(
 
     try:
         reply = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, too many digits
         reply = None
     if not isinstance(reply, dict):
         raise SignalingError(

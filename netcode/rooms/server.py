@@ -111,7 +111,8 @@ DEFAULT_DEAD_AFTER_S = 3.0
 #: Longest message an ERROR carries (longer ones are cut).
 MAX_ERROR_MESSAGE_CHARS = 500
 #: Seconds a client whose datagrams keep arriving may leave every datagram of ours
-#: unacknowledged (it does not read its lossy channel) before it is cut off as a slow consumer.
+#: unacknowledged (a path that works one way, or a client that does not read its lossy
+#: channel) before its link is let go as a dead one.
 DEFAULT_UNACKED_AFTER_S = 10.0
 #: Topic names one participant may publish on. Each client's table of the topics it receives
 #: holds MAX_TOPICS (1024): with this budget, 16 publishers at their limit fit in it.
@@ -562,9 +563,16 @@ class ServerParticipant:
             return
         unacked = self.connection.unacked_for(now)
         if unacked > self.server.unacked_after:
-            # It sends but does not read: everything queued towards it only grows (events,
-            # replay), and resending it costs the server. Charge it, not the room.
-            self._slow_consumer(f"acknowledged none of our datagrams for {unacked:.1f} s")
+            # Its datagrams arrive but it acknowledges none of ours: the path works one way
+            # only, or it does not read. Either way the link is no use (and resending into
+            # it costs the server): let it go and hold the session, as for a dead link. A
+            # client whose path failed one way resumes on a new link; one that does not read
+            # loses its session after the grace period.
+            self.server.one_way_links += 1
+            logger.warning(
+                "%s: acknowledged none of our datagrams for %.1f s", self.log_name, unacked
+            )
+            self.link_lost(f"acknowledged none of our datagrams for {unacked:.1f} s")
             return
         if self.received.ack_owed:
             self.send_message(Kind.ACK, received=self.received.take_ack())
@@ -1080,7 +1088,8 @@ class RoomServer:
         ``dead_after``: seconds without a datagram before a client's link is declared
         dead; ``grace_period``: seconds a dropped client's session is held for it to resume;
         ``unacked_after``: seconds a client that keeps sending may leave all our datagrams
-        unacknowledged (it does not read them) before it is disconnected as a slow consumer;
+        unacknowledged (the path works one way, or it does not read) before its link is let
+        go as a dead one (the session is held for ``grace_period``);
         ``max_replay_bytes``: reliable bytes a client may leave unconfirmed (then it is
         disconnected as a slow consumer); ``impairment`` impairs every client's UDP
         datagrams at the server, both ways (an Impairment for all, or a function of the
@@ -1128,6 +1137,8 @@ class RoomServer:
         #: a client with more than this queued towards it (it stopped reading) is dropped
         self.max_backlog_bytes = max_backlog_bytes
         self.slow_disconnects = 0
+        #: links let go because the client acknowledged nothing for ``unacked_after``
+        self.one_way_links = 0
         self.rooms: dict[str, ServerRoom] = {}
         #: EXTENSION channel -> router(room, sender, body) for layers the server itself runs
         #: (RPC, streams); a router raises ProtocolError for a malformed body. Channels with

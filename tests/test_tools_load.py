@@ -60,6 +60,7 @@ def test_bad_impair_spec_is_a_usage_error(spec: str, capsys: pytest.CaptureFixtu
     assert "--impair" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # keeps the default run under 5 minutes: pytest -m slow
 def test_load_under_impairment_reports_it(capsys: pytest.CaptureFixture[str]) -> None:
     spec = "latency=20,loss=5%"
     assert (
@@ -74,6 +75,7 @@ def test_load_under_impairment_reports_it(capsys: pytest.CaptureFixture[str]) ->
     assert result["events_received"] >= 2 and result["event_p50_ms"] >= 40  # two 20 ms hops
 
 
+@pytest.mark.slow  # keeps the default run under 5 minutes: pytest -m slow
 def test_bots_spread_over_processes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--clients", "3", "--duration", "2", "--bot-processes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -21,44 +21,45 @@ from demo_game.server import ROOM_NAME, ArenaServer, start_arena, stop_arena
 from netcode.cli import make_token
 from netcode.rooms import RoomServer
 
-__all__ = ["EmbeddedArena"]
+__all__ = ["ArenaThread", "EmbeddedArena"]
 
 logger = logging.getLogger(__name__)
 
 API_KEY = "demo"
 
 
-class EmbeddedArena:
-    """A room server, the arena game and bot clients, in their own thread."""
+class ArenaThread:
+    """The arena and its bots in a thread with its own asyncio loop: started (returning once
+    ``_run`` sets ``_ready``), stopped, and its figures read from the window's thread.
+    Subclasses write ``_run``; :class:`EmbeddedArena` and the listen server's
+    :class:`~demo_game.listen.ListenArena` are two."""
 
-    def __init__(self, *, bots: int = 3, seed: int = 1, trace: str | None = None) -> None:
-        self.trace = trace
+    #: what the thread and a start that times out are called
+    label = "arena"
+
+    def __init__(self, *, bots: int, seed: int) -> None:
         self.bot_count = bots
         self.seed = seed
         self.api_secret = secrets.token_urlsafe(32)
         self.url = ""
         self.error: BaseException | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="arena", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=self.label, daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._summary: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def token(self, identity: str, name: str = "") -> str:
-        """A token that joins the arena as ``identity``."""
-        return make_token(API_KEY, self.api_secret, identity, ROOM_NAME, name=name)
-
     def start(self, timeout: float = 20.0) -> None:
-        """Start the thread; returns once the server listens and the bots have joined."""
+        """Start the thread; returns once the game is up and the bots have joined."""
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise TimeoutError("the embedded arena did not start in time")
+            raise TimeoutError(f"the {self.label} did not start in time")
         if self.error is not None:
             raise self.error
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the bots and the server, and wait for the thread."""
+        """Stop the bots and the game, and wait for the thread."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stop.set)
@@ -71,14 +72,35 @@ class EmbeddedArena:
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._run())
+            asyncio.run(self._begin())
         except BaseException as exc:  # reported to the starting thread
             self.error = exc
             self._ready.set()
 
-    async def _run(self) -> None:
+    async def _begin(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        await self._run()
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class EmbeddedArena(ArenaThread):
+    """A room server, the arena game and bot clients, in their own thread."""
+
+    label = "embedded arena"
+
+    def __init__(self, *, bots: int = 3, seed: int = 1, trace: str | None = None) -> None:
+        self.trace = trace
+        super().__init__(bots=bots, seed=seed)
+
+    def token(self, identity: str, name: str = "") -> str:
+        """A token that joins the arena as ``identity``."""
+        return make_token(API_KEY, self.api_secret, identity, ROOM_NAME, name=name)
+
+    async def _run(self) -> None:
+        assert self._stop is not None
         server, arena = await start_arena(
             API_KEY, self.api_secret, seed=self.seed, trace=self.trace
         )

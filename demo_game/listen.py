@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import threading
-from typing import Any
 
 from demo_game.botclient import BotClient, bot_name
+from demo_game.embedded import ArenaThread
 from demo_game.server import ROOM_NAME, ArenaServer
 from netcode.auth import AccessToken, Grants
 from netcode.rooms import Room, RoomServer
@@ -39,24 +37,16 @@ API_KEY = "demo"
 HOST_IDENTITY = "listen-host"
 
 
-class ListenArena:
+class ListenArena(ArenaThread):
     """A room server with a P2P room, the arena hosted by a participant, and bots."""
+
+    label = "listen server"
 
     def __init__(
         self, *, bots: int = 3, seed: int = 1, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        self.bot_count = bots
-        self.seed = seed
         self.bind = (host, port)
-        self.api_secret = secrets.token_urlsafe(32)
-        self.url = ""
-        self.error: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="listen-arena", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._summary: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        super().__init__(bots=bots, seed=seed)
 
     def token(self, identity: str, name: str = "", *, room_host: bool = False) -> str:
         """A token that joins the arena as ``identity`` (six hours)."""
@@ -64,36 +54,8 @@ class ListenArena:
         token = AccessToken(API_KEY, self.api_secret).with_identity(identity).with_grants(grants)
         return token.with_name(name).with_ttl(6 * 3600).to_jwt()
 
-    def start(self, timeout: float = 20.0) -> None:
-        """Start the thread; returns once the host hosts and the bots have joined."""
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the listen server did not start in time")
-        if self.error is not None:
-            raise self.error
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the bots, the host (which ends the game for everyone) and the server."""
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-        self._thread.join(timeout)
-
-    def summary(self) -> dict[str, Any]:
-        """The latest figures: ``server`` (the game's tick stats) and ``bots``."""
-        with self._lock:
-            return dict(self._summary)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._run())
-        except BaseException as exc:  # reported to the starting thread
-            self.error = exc
-            self._ready.set()
-
     async def _run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        assert self._stop is not None
         server = RoomServer(API_KEY, self.api_secret, room_types={ROOM_NAME: "p2p"})
         await server.start(*self.bind)
         host = Room()

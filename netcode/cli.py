@@ -287,6 +287,17 @@ def token_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+async def _until_signalled(ready: str) -> None:
+    """Print ``ready`` (if any), then wait for SIGINT or SIGTERM."""
+    if ready:
+        print(ready, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _serve(
     host: str, port: int, api_key: str, api_secret: str, ready: str, **options: Any
 ) -> None:
@@ -295,14 +306,8 @@ async def _serve(
     server = RoomServer(api_key, api_secret, **options)
     await server.start(host, port)
     print(f"netcode-server listening on {server.url}", flush=True)
-    if ready:
-        print(ready, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signalled(ready)
     finally:
         await server.stop()
         print("netcode-server stopped", flush=True)
@@ -350,14 +355,8 @@ async def _serve_workers(
         + (f", cluster {cluster['redis_url']})" if cluster else ")"),
         flush=True,
     )
-    if ready:
-        print(ready, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signalled(ready)
     finally:
         await pool.stop()
         print("netcode-server stopped", flush=True)
@@ -410,13 +409,7 @@ async def _serve_node(
             f"cluster {cluster['redis_url']})",
             flush=True,
         )
-        if ready:
-            print(ready, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await _until_signalled(ready)
     finally:
         await router.stop()
         if node is not None:

@@ -29,7 +29,7 @@ from netcode.auth import (
     UnknownApiKey,
     WrongRoom,
 )
-from netcode.transport.signaling import _is_loopback_host
+from netcode.transport.peerlink import is_loopback_host
 from netcode.transport.webrtc import (
     DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
     MAX_EXTRA_CHANNELS,
@@ -559,7 +559,7 @@ async def test_without_loopback_candidates_fails_fast_and_clearly(server: EchoSe
 )
 def test_loopback_candidates_only_for_loopback_hosts(host: str | None, loopback: bool) -> None:
     # A remote peer cannot reach our 127.0.0.1: offering it would only waste checks.
-    assert _is_loopback_host(host) is loopback
+    assert is_loopback_host(host) is loopback
 
 
 async def test_loopback_hook_leaves_other_connections_alone(link: PeerLink) -> None:

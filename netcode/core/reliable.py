@@ -377,6 +377,7 @@ class ReliableChannel:
             if (
                 out.last_sent is None
                 or out.due
+                # (_backoff inlined for the usual case, no resend yet: this runs every flush)
                 or now >= out.last_copy + (_backoff(timeout, out) if out.resends else timeout)
             ):
                 selected.append((message_id, out))
@@ -458,8 +459,7 @@ class ReliableChannel:
                 break
             if out.last_sent is None or out.due:
                 return self._last_flush_at
-            # (_backoff inlined for the usual case: no resend yet; this loop runs often)
-            deadline = out.last_copy + (_backoff(timeout, out) if out.resends else timeout)
+            deadline = out.last_copy + _backoff(timeout, out)
             if copies and out.copies < config.redundant_copies:
                 deadline = min(deadline, out.last_copy + config.copy_spacing_s)
             if earliest is None or deadline < earliest:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from netcode.auth import Claims, Grants
 from netcode.errors import NetcodeError, ProtocolError
-from netcode.rooms.protocol import identity_list
+from netcode.rooms.protocol import wanted_pids
 
 if TYPE_CHECKING:
     from netcode.rooms.client import Room
@@ -179,14 +179,8 @@ class ListenRoom:
     def _wanted(
         self, pids: int | Iterable[int], identities: str | Iterable[str]
     ) -> set[int] | None:
-        wanted = {pids} if isinstance(pids, int) else set(pids)
-        named = identity_list(identities)
-        if named:
-            present = {p.pid for p in self.participants.values() if p.identity in named}
-            if not present and not wanted:
-                return None
-            wanted |= present
-        return wanted
+        """The pids named (empty: everyone); None if only identities not here were named."""
+        return wanted_pids(self.participants.values(), pids, identities)
 
     def _targets(self, wanted: set[int], topic: str) -> list[HostedPeer]:
         return [

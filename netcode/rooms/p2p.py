@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 import struct
@@ -81,6 +80,7 @@ from netcode.rooms.protocol import (
     dispatch_message_untrusted,
     encode_lossy_down,
     encode_message,
+    subscription_topics,
 )
 from netcode.rooms.rpc import (
     MAX_CALLS_IN_FLIGHT,
@@ -98,10 +98,12 @@ from netcode.rooms.streams import (
     StreamMessageType,
     decode_stream_untrusted,
     encode_stream,
+    forwarded_header,
 )
 from netcode.rooms.topics import IncomingTopics, OutgoingTopics
 from netcode.transport.connection import DatagramConnection
 from netcode.transport.direct import accept_answer, answer_link, offer_link
+from netcode.transport.peerlink import is_loopback_host
 from netcode.transport.webrtc import (
     MAX_RELIABLE_MESSAGE_BYTES,
     ChannelNotOpen,
@@ -177,13 +179,7 @@ def _newer(attempt: int, than: int) -> bool:
 
 def _is_loopback_url(url: str) -> bool:
     try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return is_loopback_host(urlsplit(url).hostname)
     except ValueError:
         return False
 
@@ -582,9 +578,7 @@ class PeerPair:
         self.topics_in.learn(body.topic_id, body.name)
 
     def _on_subscribe(self, body: Any) -> None:
-        if len(body.topics) > 1024:
-            raise ProtocolError("subscription to more than 1024 topics")
-        self.subscriptions = None if body.all else frozenset(body.topics)
+        self.subscriptions = subscription_topics(body)
 
     def _on_data(self, body: Any) -> None:
         topic = self.topics_in.resolve(body.topic_id)
@@ -1201,16 +1195,7 @@ class Mesh:
         if not receivers:
             return result("")  # delivered to all of nobody
         self._out_streams[stream_id] = _OutStream(stream_id, {pair.pid for pair in receivers})
-        forwarded = encode_stream(
-            StreamMessageType.HEADER,
-            stream_id=stream_id,
-            text=header.text,
-            size=header.size,
-            topic=header.topic,
-            name=header.name,
-            mime_type=header.mime_type,
-            destinations=[],
-        )
+        forwarded = forwarded_header(stream_id, header)
         for pair in receivers:
             pair.send_extension(ExtensionChannel.STREAMS, forwarded)
 

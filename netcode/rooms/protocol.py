@@ -180,6 +180,29 @@ def identity_list(identities: str | Iterable[str]) -> list[str]:
     return named
 
 
+def wanted_pids(
+    participants: Iterable[Any], pids: int | Iterable[int], identities: str | Iterable[str]
+) -> set[int] | None:
+    """The pids a send names, from ``pids`` and the ``identities`` of ``participants``
+    (objects with ``pid`` and ``identity``); empty: everyone. None if only identities not
+    present were named (the send goes nowhere)."""
+    wanted = {pids} if isinstance(pids, int) else set(pids)
+    named = identity_list(identities)
+    if named:
+        present = {p.pid for p in participants if p.identity in named}
+        if not present and not wanted:
+            return None
+        wanted |= present
+    return wanted
+
+
+def subscription_topics(body: Any) -> frozenset[str] | None:
+    """The topics a SUBSCRIBE message names (None: all). Raises ProtocolError past 1024."""
+    if len(body.topics) > 1024:
+        raise ProtocolError("subscription to more than 1024 topics")
+    return None if body.all else frozenset(body.topics)
+
+
 def track_options(
     ordered: bool, max_packet_life_time: int | None, max_retransmits: int | None
 ) -> dict[str, Any]:

@@ -68,8 +68,9 @@ from netcode.rooms.protocol import (
     dispatch_message_untrusted,
     encode_lossy_down,
     encode_message,
-    identity_list,
+    subscription_topics,
     track_options,
+    wanted_pids,
 )
 from netcode.rooms.rpc import RpcRouter
 from netcode.rooms.streams import StreamRouter
@@ -681,9 +682,7 @@ class ServerParticipant:
         self.topics_in.learn(body.topic_id, body.name)
 
     def _on_subscribe(self, body: Any) -> None:
-        if len(body.topics) > 1024:
-            raise ProtocolError("subscription to more than 1024 topics")
-        self.subscriptions = None if body.all else frozenset(body.topics)
+        self.subscriptions = subscription_topics(body)
 
     def _on_data(self, body: Any) -> None:
         topic = self.topics_in.resolve(body.topic_id)
@@ -914,14 +913,7 @@ class ServerRoom:
         self, pids: int | Iterable[int], identities: str | Iterable[str]
     ) -> set[int] | None:
         """The pids named (empty: everyone); None if only identities not here were named."""
-        wanted = {pids} if isinstance(pids, int) else set(pids)
-        named = identity_list(identities)
-        if named:
-            present = {p.pid for p in self.participants.values() if p.identity in named}
-            if not present and not wanted:
-                return None
-            wanted |= present
-        return wanted
+        return wanted_pids(self.participants.values(), pids, identities)
 
     def send_event(
         self,

@@ -197,6 +197,20 @@ def encode_stream(type_: StreamMessageType, **fields: Any) -> bytes:
     return bytes(STREAM_MESSAGE.build({"type": type_, "body": fields}))
 
 
+def forwarded_header(stream_id: int, header: Any) -> bytes:
+    """A stream's HEADER as relayed to its receivers (their destinations are theirs)."""
+    return encode_stream(
+        StreamMessageType.HEADER,
+        stream_id=stream_id,
+        text=header.text,
+        size=header.size,
+        topic=header.topic,
+        name=header.name,
+        mime_type=header.mime_type,
+        destinations=[],
+    )
+
+
 def decode_stream_untrusted(data: bytes) -> tuple[StreamMessageType, Any]:
     """Parse a stream message from a peer; raises ProtocolError on bad input."""
     if not data or data[0] not in _TYPES:
@@ -792,16 +806,7 @@ class StreamRouter:
         self._relays[(sender, stream_id)] = relay
         mine.add(stream_id)
         self.relayed += 1
-        forwarded = encode_stream(
-            StreamMessageType.HEADER,
-            stream_id=stream_id,
-            text=header.text,
-            size=header.size,
-            topic=header.topic,
-            name=header.name,
-            mime_type=header.mime_type,
-            destinations=[],
-        )
+        forwarded = forwarded_header(stream_id, header)
         for receiver in receivers.values():
             receiver.send_extension(self._channel, forwarded, sender_pid=sender.pid)
 

@@ -31,8 +31,10 @@ from aiortc import RTCSessionDescription
 from netcode.transport.ice import IceServerLike
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import (
+    NO_CANDIDATES,
     ConnectError,
     PeerLink,
+    has_candidates,
     loopback_candidates,
     make_peer_connection,
 )
@@ -48,8 +50,21 @@ def _check_sdp(sdp: str) -> None:
         raise ConnectError(f"peer SDP must be 1 to {MAX_SDP_CHARS} characters")
 
 
-def _has_candidates(sdp: str) -> bool:
-    return "\na=candidate:" in sdp
+async def _describe(link: PeerLink, answer: bool, include_loopback: bool) -> str:
+    """Set the link's local offer or answer (candidates gathered); its SDP. On failure the
+    link is closed."""
+    pc = link.pc
+    try:
+        with loopback_candidates(include_loopback):
+            description = await (pc.createAnswer() if answer else pc.createOffer())
+            await pc.setLocalDescription(description)
+        sdp = str(pc.localDescription.sdp)
+        if not has_candidates(sdp):
+            raise ConnectError(NO_CANDIDATES)
+    except BaseException:
+        await link.close()
+        raise
+    return sdp
 
 
 async def offer_link(
@@ -61,17 +76,7 @@ async def offer_link(
 ) -> tuple[PeerLink, str]:
     """A new link and its SDP offer (candidates gathered). Close the link if unused."""
     link = PeerLink(make_peer_connection(ice_servers), name=name, impairment=impairment)
-    try:
-        pc = link.pc
-        with loopback_candidates(include_loopback):
-            await pc.setLocalDescription(await pc.createOffer())
-        sdp = str(pc.localDescription.sdp)
-        if not _has_candidates(sdp):
-            raise ConnectError("ICE gathered no local candidates: no usable network interface")
-    except BaseException:
-        await link.close()
-        raise
-    return link, sdp
+    return link, await _describe(link, False, include_loopback)
 
 
 async def accept_answer(link: PeerLink, sdp: str) -> None:
@@ -112,13 +117,4 @@ async def answer_link(
         await pc.close()
         raise ConnectError("peer's offer has no data channel (application) section")
     link = PeerLink(pc, name=name, impairment=impairment)
-    try:
-        with loopback_candidates(include_loopback):
-            await pc.setLocalDescription(await pc.createAnswer())
-        sdp = str(pc.localDescription.sdp)
-        if not _has_candidates(sdp):
-            raise ConnectError("ICE gathered no local candidates: no usable network interface")
-    except BaseException:
-        await link.close()
-        raise
-    return link, sdp
+    return link, await _describe(link, True, include_loopback)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import itertools
 import logging
 from collections import deque
@@ -61,6 +62,7 @@ __all__ = [
     "MAX_EXTRA_CHANNELS",
     "MAX_PENDING_MESSAGES",
     "MAX_RELIABLE_MESSAGE_BYTES",
+    "NO_CANDIDATES",
     "RELIABLE_CHANNEL_ID",
     "RELIABLE_LABEL",
     "ChannelNotOpen",
@@ -69,7 +71,9 @@ __all__ = [
     "ConnectTimeout",
     "DataChannel",
     "PeerLink",
+    "has_candidates",
     "hold_cwnd_floor",
+    "is_loopback_host",
     "loopback_candidates",
     "make_peer_connection",
 ]
@@ -148,6 +152,27 @@ def _install_loopback_hook() -> None:
 
     get_host_addresses._netcode_loopback_hook = True  # type: ignore[attr-defined]
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+#: The error when ICE gathered nothing to offer.
+NO_CANDIDATES = "ICE gathered no local candidates: no usable network interface"
+
+
+def has_candidates(sdp: str) -> bool:
+    """True if the SDP carries at least one ICE candidate."""
+    return "\na=candidate:" in sdp
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (IPv6 in brackets or not)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager
@@ -297,7 +322,7 @@ class DataChannel:
     @property
     def reliable(self) -> bool:
         """True if every message is delivered (no retransmission limit)."""
-        return self._raw.maxRetransmits is None and self._raw.maxPacketLifeTime is None
+        return _is_reliable(self._raw)
 
     @property
     def ready_state(self) -> str:

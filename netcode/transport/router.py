@@ -30,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-import time
-from collections import OrderedDict
 from typing import Protocol
 
 import aiohttp
@@ -40,12 +38,13 @@ import jwt
 from aiohttp import web
 
 from netcode.auth import TokenError, TokenVerifier
-from netcode.core.budget import TokenBucket
 from netcode.transport.signaling import (
+    ADMISSION_REFUSALS,
     FORWARD_KEY_HEADER,
     FORWARDED_FOR_HEADER,
     MAX_SIGNALING_BODY_BYTES,
     SIGNALING_PATH,
+    AddressAdmission,
     SignalingLimits,
     _BadRequest,
     _parse_offer_untrusted,
@@ -153,8 +152,7 @@ class SignalingRouter:
         self._ssl = ssl
         self._verifier = verifier
         self._forward_timeout_s = forward_timeout_s
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._in_flight: dict[str, int] = {}
+        self._admission = AddressAdmission(self.limits)
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._url = ""
@@ -214,25 +212,8 @@ class SignalingRouter:
     # ------------------------------------------------------------------ admission
 
     def _admit(self, address: str) -> web.Response | None:
-        limits = self.limits
-        now = time.monotonic()
-        bucket = self._buckets.get(address)
-        if bucket is None:
-            bucket = self._buckets[address] = TokenBucket(
-                limits.requests_per_s, limits.request_burst, now
-            )
-            while len(self._buckets) > limits.max_addresses:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(address)
-        if not bucket.take(now):
-            return _json_error(429, "rate_limited", "too many signaling requests from this address")
-        if (
-            self._in_flight.get(address, 0) >= limits.max_pending_per_address
-            or sum(self._in_flight.values()) >= limits.max_pending
-        ):
-            return _json_error(429, "too_many_pending", "too many connections being set up")
-        return None
+        code = self._admission.refusal(address)
+        return None if code is None else _json_error(429, code, ADMISSION_REFUSALS[code])
 
     # ------------------------------------------------------------------ handlers
 
@@ -242,16 +223,14 @@ class SignalingRouter:
         if refusal is not None:
             self.refused += 1
             return refusal
-        self._in_flight[address] = self._in_flight.get(address, 0) + 1
+        self._admission.acquire(address)
         try:
             return await self._connect(request, address)
         except Exception:  # a directory's or a forward's trouble is this request's alone
             logger.exception("router: a signaling request failed")
             return _json_error(500, "internal_error", "routing the request failed")
         finally:
-            count = self._in_flight.pop(address, 1) - 1
-            if count > 0:
-                self._in_flight[address] = count
+            self._admission.release(address)
 
     async def _connect(self, request: web.Request, address: str) -> web.StreamResponse:
         try:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -63,9 +62,12 @@ from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import (
     DEFAULT_LOSSY_BACKLOG_LIMIT_BYTES,
+    NO_CANDIDATES,
     ConnectError,
     ConnectTimeout,
     PeerLink,
+    has_candidates,
+    is_loopback_host,
     loopback_candidates,
     make_peer_connection,
 )
@@ -164,26 +166,64 @@ class SignalingLimits:
     max_addresses: int = 10_000
 
 
+class AddressAdmission:
+    """Per-address admission under :class:`SignalingLimits`: a token bucket per address
+    (the least recently seen forgotten first, past ``max_addresses``) and the requests in
+    progress, per address and in all. Shared by the signaling server and the router."""
+
+    def __init__(self, limits: SignalingLimits) -> None:
+        self.limits = limits
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._pending: dict[str, int] = {}
+
+    def refusal(self, address: str) -> str | None:
+        """None if a request from ``address`` may go on; else the refusal's code
+        (``rate_limited`` or ``too_many_pending``)."""
+        limits = self.limits
+        now = time.monotonic()
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(
+                limits.requests_per_s, limits.request_burst, now
+            )
+            while len(self._buckets) > limits.max_addresses:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(address)
+        if not bucket.take(now):
+            return "rate_limited"
+        if (
+            self._pending.get(address, 0) >= limits.max_pending_per_address
+            or sum(self._pending.values()) >= limits.max_pending
+        ):
+            return "too_many_pending"
+        return None
+
+    def acquire(self, address: str) -> None:
+        """A request from ``address`` is in progress (until :meth:`release`)."""
+        self._pending[address] = self._pending.get(address, 0) + 1
+
+    def release(self, address: str) -> None:
+        count = self._pending.get(address, 0) - 1
+        if count > 0:
+            self._pending[address] = count
+        else:
+            self._pending.pop(address, None)
+
+
+#: the answer to each refusal code of AddressAdmission
+ADMISSION_REFUSALS = {
+    "rate_limited": "too many signaling requests from this address",
+    "too_many_pending": "too many connections being set up",
+}
+
+
 class SessionRefused(Exception):
     """Raised by a ResumeAuthorize: the session cannot be resumed (``code`` says why)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-_NO_CANDIDATES = "ICE gathered no local candidates: no usable network interface"
 
 
 def _check_origin(origin: str) -> str:
@@ -197,10 +237,6 @@ def _check_origin(origin: str) -> str:
             "e.g. https://game.example.org"
         )
     return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _has_candidates(sdp: str) -> bool:
-    return "\na=candidate:" in sdp
 
 
 def _error(status: int, code: str, message: str, **extra: str) -> web.Response:
@@ -312,8 +348,7 @@ class SignalingServer:
         self._impairment = impairment
         #: per-address limits on requests and pending connections
         self.limits = limits or SignalingLimits()
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._pending: dict[str, int] = {}
+        self._admission = AddressAdmission(self.limits)
         #: requests refused by the limits (rate, pending), and bodies that came too slowly
         self.refused_rate = 0
         self.refused_pending = 0
@@ -364,7 +399,7 @@ class SignalingServer:
         scheme = "https" if self._ssl is not None else "http"
         self._url = f"{scheme}://{shown}:{bound_port}"
         logger.info("signaling server listening on %s", self._url)
-        if self._ssl is None and not _is_loopback_host(host):
+        if self._ssl is None and not is_loopback_host(host):
             logger.warning(
                 "signaling over plain HTTP on %s: access tokens and DTLS fingerprints cross "
                 "the network in clear; serve HTTPS (ssl=..., --tls-cert/--tls-key) or put a "
@@ -467,7 +502,7 @@ class SignalingServer:
         task = asyncio.current_task()
         if task is not None:
             self._requests.add(task)
-        self._pending[address] = self._pending.get(address, 0) + 1
+        self._admission.acquire(address)
         opening = False
         try:
             response = await self._connect(request)
@@ -477,7 +512,7 @@ class SignalingServer:
         finally:
             self._requests.discard(task)
             if not opening:
-                self._release(address)
+                self._admission.release(address)
 
     def _remote(self, request: web.Request) -> str:
         """The client's address: the connection's, or the one a trusted router names."""
@@ -491,34 +526,14 @@ class SignalingServer:
 
     def _admit(self, address: str) -> web.Response | None:
         """None if a request from ``address`` may go on; else the refusal to send."""
-        limits = self.limits
-        bucket = self._buckets.get(address)
-        now = time.monotonic()
-        if bucket is None:
-            bucket = self._buckets[address] = TokenBucket(
-                limits.requests_per_s, limits.request_burst, now
-            )
-            while len(self._buckets) > limits.max_addresses:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(address)
-        if not bucket.take(now):
+        code = self._admission.refusal(address)
+        if code is None:
+            return None
+        if code == "rate_limited":
             self.refused_rate += 1
-            return _error(429, "rate_limited", "too many signaling requests from this address")
-        if (
-            self._pending.get(address, 0) >= limits.max_pending_per_address
-            or sum(self._pending.values()) >= limits.max_pending
-        ):
-            self.refused_pending += 1
-            return _error(429, "too_many_pending", "too many connections being set up")
-        return None
-
-    def _release(self, address: str) -> None:
-        count = self._pending.get(address, 0) - 1
-        if count > 0:
-            self._pending[address] = count
         else:
-            self._pending.pop(address, None)
+            self.refused_pending += 1
+        return _error(429, code, ADMISSION_REFUSALS[code])
 
     async def _connect(self, request: web.Request) -> web.Response:
         try:
@@ -585,11 +600,11 @@ class SignalingServer:
         try:
             include_loopback = self._include_loopback
             if include_loopback is None:
-                include_loopback = _is_loopback_host(self._remote(request))
+                include_loopback = is_loopback_host(self._remote(request))
             with loopback_candidates(include_loopback):
                 await pc.setLocalDescription(await pc.createAnswer())
-            if not _has_candidates(pc.localDescription.sdp):
-                logger.error("%s: %s", link.name, _NO_CANDIDATES)
+            if not has_candidates(pc.localDescription.sdp):
+                logger.error("%s: %s", link.name, NO_CANDIDATES)
                 await link.close()
                 return _error(503, "no_candidates", "server has no usable network address")
             answer: dict[str, Any] = {}
@@ -629,7 +644,7 @@ class SignalingServer:
             await link.close()
             return
         finally:
-            self._release(address)
+            self._admission.release(address)
         try:
             await self._on_peer(link, claims)
         except asyncio.CancelledError:
@@ -798,7 +813,7 @@ async def connect_peer(
     if parts.scheme not in ("http", "https") or not host:
         raise ConnectError(f"bad signaling URL {url!r}: expected http(s)://host:port")
     if include_loopback is None:
-        include_loopback = _is_loopback_host(host)
+        include_loopback = is_loopback_host(host)
     ssl = client_ssl_context(ssl, ca_file)
 
     started = time.perf_counter()
@@ -815,9 +830,9 @@ async def connect_peer(
             with loopback_candidates(include_loopback):
                 await pc.setLocalDescription(await pc.createOffer())
             offer = pc.localDescription
-            if not _has_candidates(offer.sdp):
+            if not has_candidates(offer.sdp):
                 raise ConnectError(
-                    _NO_CANDIDATES
+                    NO_CANDIDATES
                     + " (pass include_loopback=True if the server runs on this machine)"
                 )
             stage = "waiting for the signaling answer"

@@ -111,7 +111,7 @@ from netcode.transport.webrtc import (
     DataChannel,
     PeerLink,
 )
-from netcode.wire import MAX_DATAGRAM_BYTES, FrameType
+from netcode.wire import MAX_DATAGRAM_BYTES, PROTOCOL_VERSION, FrameType
 
 if TYPE_CHECKING:
     from netcode.rooms.listen import ListenRoom
@@ -150,6 +150,15 @@ _ROUTED_CHANNELS = frozenset(
 
 _DATA_HEAD = struct.Struct("!BHHBB")  # kind, pid, topic_id, text flag, destinations (0)
 _DATA_KIND = int(Kind.DATA)
+
+
+#: First byte of a lossy data packet sent straight on a pair's lossy channel, beside the
+#: endpoint's datagrams (whose first byte's high nibble is PROTOCOL_VERSION): a lossy
+#: DATA frame's body follows it. Packets that fit one datagram and name a topic the peer
+#: is known to hold go this way, one hop with no endpoint on the way; the others (a topic
+#: named inline, which wants an acknowledgement; fragments) go through the endpoint.
+DIRECT_LOSSY_PREFIX = b"\x00"
+assert DIRECT_LOSSY_PREFIX[0] >> 4 != PROTOCOL_VERSION
 
 
 def encode_peer_data(pid: int, topic_id: int, text: bool, payload: bytes) -> bytes:
@@ -212,6 +221,8 @@ class PeerPair:
         self.protocol_errors = 0
         #: reliable messages dropped because the outbox was full
         self.outbox_dropped = 0
+        #: lossy packets sent straight on the lossy channel and dropped there (backed up)
+        self.lossy_dropped = 0
         #: data, events, calls and streams dropped: the peer may not publish, or sent a
         #: topic this client did not subscribe to
         self.dropped = 0
@@ -286,6 +297,7 @@ class PeerPair:
             on_malformed=lambda: self.protocol_error("malformed datagram"),
         )
         self.connection.admit = self._admit_datagram
+        self.connection.on_foreign = self._on_direct_lossy
         self.events = EventLink(
             self.connection.endpoint,
             lambda message_id, message: self.send_extension(
@@ -516,11 +528,16 @@ class PeerPair:
         """A data packet to the peer (``sender_pid``: ours, or 0 from a listen host's game)."""
         if lossy:
             topic_id, inline = self.topics_out.lossy_ref(topic)
+            body = encode_lossy_down(sender_pid, topic_id, inline, text, data)
+            link = self.link
+            if inline is None and link is not None and len(body) < MAX_DATAGRAM_BYTES:
+                self._send_direct_lossy(link, body)
+                return
             on_delivery = None if inline is None else self.topics_out.confirm_when_acked(topic_id)
             connection = self.connection
             connection.send_frame(
                 FrameType.DATA,
-                encode_lossy_down(sender_pid, topic_id, inline, text, data),
+                body,
                 on_delivery=on_delivery,
                 expires_at=connection.now() + LOSSY_DATA_MAX_AGE_S,
             )
@@ -529,6 +546,15 @@ class PeerPair:
         if new:
             self.send_message(Kind.TOPIC, topic_id=topic_id, name=topic)
         self.send_raw(encode_peer_data(sender_pid, topic_id, text, data))
+
+    def _send_direct_lossy(self, link: PeerLink, body: bytes) -> None:
+        try:
+            sent = link.send_lossy(DIRECT_LOSSY_PREFIX + body)
+        except ChannelNotOpen:
+            self.link_lost("its lossy channel closed")
+            return
+        if not sent:  # backed up: a lossy packet may be dropped, and this one is
+            self.lossy_dropped += 1
 
     def send_backlog(self) -> int:
         """Bytes waiting to reach the peer (the link's queue, or the outbox while connecting)."""
@@ -579,6 +605,18 @@ class PeerPair:
 
     def _on_subscribe(self, body: Any) -> None:
         self.subscriptions = subscription_topics(body)
+
+    def _on_direct_lossy(self, data: bytes) -> None:
+        # A message on the lossy channel that is not an endpoint datagram (already admitted).
+        try:
+            if data[0] != DIRECT_LOSSY_PREFIX[0]:
+                raise ProtocolError(f"unknown datagram type {data[0]:#04x}")
+            claimed, topic_id, inline, text, payload = decode_lossy_down_untrusted(data[1:])
+            topic = self.topics_in.resolve(topic_id, inline)
+        except ProtocolError as exc:
+            self.protocol_error(str(exc))
+            return
+        self.mesh._deliver_data(self, claimed, topic, text, payload, True)
 
     def _on_data(self, body: Any) -> None:
         topic = self.topics_in.resolve(body.topic_id)

@@ -33,6 +33,7 @@ from typing import Protocol
 from netcode.core import DeliveryCallback, Endpoint, EndpointConfig, Event
 from netcode.core.endpoint import Tracer
 from netcode.transport.peerlink import ChannelNotOpen
+from netcode.wire import PROTOCOL_VERSION
 
 __all__ = ["DatagramConnection", "DatagramLink", "FlushHook"]
 
@@ -109,6 +110,10 @@ class DatagramConnection:
         self.admit: Callable[[float, int], bool] | None = None
         #: datagrams dropped because ``admit`` refused them
         self.datagrams_throttled = 0
+        #: when set, a message on the lossy channel that is not a netcode datagram (its
+        #: first byte's high nibble is not PROTOCOL_VERSION) goes here, after ``admit``,
+        #: instead of to the endpoint (a layer above that shares the channel)
+        self.on_foreign: Callable[[bytes], None] | None = None
         if link is not None:  # else frames wait in the endpoint until attach()
             link.on_lossy(self._on_datagram)
             self.schedule_flush()  # the first PING (then one a second, even when idle)
@@ -245,6 +250,10 @@ class DatagramConnection:
         admit = self.admit
         if admit is not None and not admit(now, len(data)):
             self.datagrams_throttled += 1
+            return
+        on_foreign = self.on_foreign
+        if on_foreign is not None and data and data[0] >> 4 != PROTOCOL_VERSION:
+            on_foreign(data)
             return
         counters = self.endpoint.counters
         malformed = counters.datagrams_malformed

@@ -87,6 +87,28 @@ async def test_a_topic_spammer_is_cut_off_and_the_others_keep_hearing(
     assert got == [f"after {n}" for n in range(20)]
 
 
+async def test_new_topic_names_have_a_rate_budget(server: RoomServer) -> None:
+    budgets = server.budgets
+    assert budgets.new_topics_burst < server.max_topics_per_participant
+    # a client that binds its topics in one burst, then a few more slowly, stays
+    steady, steady_reasons = await join(server, "steady")
+    for n in range(budgets.new_topics_burst):
+        await steady.local_participant.publish_data(b"x", topic=f"s{n}")
+    for n in range(3):
+        await asyncio.sleep(1.5 / budgets.new_topics_per_s)
+        await steady.local_participant.publish_data(b"x", topic=f"later{n}")
+    # one that invents names faster than the rate is cut off well before the table's bound
+    fast, fast_reasons = await join(server, "fast")
+    for n in range(budgets.new_topics_burst + 8):
+        if not fast.isconnected():
+            break
+        await fast.local_participant.publish_data(b"x", topic=f"f{n}")
+    await eventually(lambda: fast_reasons, timeout=10)
+    assert fast_reasons == ["too_many_topics"]
+    await asyncio.sleep(0.3)
+    assert steady.isconnected() and not steady_reasons
+
+
 @pytest.fixture
 async def strict_server() -> AsyncIterator[RoomServer]:
     budgets = PeerBudgets(datagrams_per_s=200, messages_per_s=200, burst_s=1, flood_after_s=1)

@@ -33,6 +33,11 @@ class PeerBudgets:
     events_per_s: float = 1000.0
     #: RPC requests a second
     rpc_per_s: float = 200.0
+    #: new topic names a second, after a first burst of ``new_topics_burst`` (a game binds
+    #: its few topics as it starts; a peer inventing names faster makes every receiver
+    #: learn them: it is disconnected, ``too_many_topics``)
+    new_topics_per_s: float = 10.0
+    new_topics_burst: int = 32
     #: seconds of rate a burst may use at once
     burst_s: float = 2.0
     #: seconds' worth of the datagram rate a peer may have dropped (beyond half the rate
@@ -57,6 +62,7 @@ class PeerMeter:
         self._message_bytes = bucket(b.message_bytes_per_s)
         self._events = bucket(b.events_per_s)
         self._rpc = bucket(b.rpc_per_s)
+        self._topics = TokenBucket(b.new_topics_per_s, max(1.0, float(b.new_topics_burst)))
         # throttled datagrams the peer may send before it counts as flooding
         self._drops = TokenBucket(
             b.datagrams_per_s / 2, max(1.0, b.datagrams_per_s * b.flood_after_s)
@@ -95,6 +101,13 @@ class PeerMeter:
         if self._rpc.take(now):
             return True
         self._count("rpc")
+        return False
+
+    def new_topic(self, now: float) -> bool:
+        """The peer bound a new topic name; False: faster than its budget."""
+        if self._topics.take(now):
+            return True
+        self._count("topics")
         return False
 
     def _count(self, name: str) -> None:

@@ -294,7 +294,7 @@ class ServerParticipant:
         )
         self.connection.add_flush_hook(self.events)
         self.subscriptions: frozenset[str] | None = None  # None: every topic
-        self.topics_in = IncomingTopics(server.max_topics_per_participant)
+        self.topics_in = IncomingTopics(server.max_topics_per_participant, self._admit_topic)
         self.topics_out = OutgoingTopics()
         self.tracks: dict[int, ServerTrack] = {}
         self.protocol_errors = 0
@@ -582,8 +582,9 @@ class ServerParticipant:
 
     def protocol_error(self, what: str | ProtocolError) -> None:
         if isinstance(what, TooManyTopics):
-            logger.warning("%s: %s; disconnecting", self.log_name, what)
-            self.disconnect("too_many_topics", str(what))
+            if not self._ending:
+                logger.warning("%s: %s; disconnecting", self.log_name, what)
+                self.disconnect("too_many_topics", str(what))
             return
         what = str(what)[:300]
         self.protocol_errors += 1
@@ -592,6 +593,15 @@ class ServerParticipant:
         if self.protocol_errors == self.server.max_protocol_errors:
             logger.warning("%s: too many protocol errors; disconnecting", self.log_name)
             self.disconnect("protocol_error", f"too many malformed messages ({what})")
+
+    def _admit_topic(self) -> str | None:
+        if self.meter.new_topic(self.connection.now()):
+            return None
+        budgets = self.server.budgets
+        return (
+            f"peer bound new topic names faster than {budgets.new_topics_per_s:g} a second "
+            f"(after the first {budgets.new_topics_burst})"
+        )
 
     def _admit_datagram(self, now: float, size: int) -> bool:
         if self.meter.datagram(now, size):

@@ -99,9 +99,13 @@ class OutgoingTopics:
 class IncomingTopics:
     """Ids the peer bound for the topics it sends on."""
 
-    def __init__(self, max_topics: int = MAX_TOPICS) -> None:
+    def __init__(
+        self, max_topics: int = MAX_TOPICS, admit: Callable[[], str | None] | None = None
+    ) -> None:
         #: topic names the peer may bind (its budget)
         self.max_topics = min(max_topics, MAX_TOPICS)
+        #: asked before each new binding: None admits it, a reason refuses it (TooManyTopics)
+        self.admit = admit
         self._names: dict[int, str] = {0: ""}
 
     def learn(self, topic_id: int, name: str) -> None:
@@ -115,6 +119,8 @@ class IncomingTopics:
             raise TooManyTopics(f"peer bound more than {self.max_topics} topics")
         if len(name) > MAX_TOPIC_CHARS:
             raise ProtocolError(f"topic name exceeds {MAX_TOPIC_CHARS} characters")
+        if self.admit is not None and (refused := self.admit()) is not None:
+            raise TooManyTopics(refused)
         self._names[topic_id] = name
 
     def resolve(self, topic_id: int, inline: str | None = None) -> str:

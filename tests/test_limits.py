@@ -109,6 +109,37 @@ async def test_new_topic_names_have_a_rate_budget(server: RoomServer) -> None:
     assert steady.isconnected() and not steady_reasons
 
 
+async def test_the_fan_out_of_published_data_is_the_senders_budget() -> None:
+    budgets = PeerBudgets(relay_bytes_per_s=40_000, burst_s=1)
+    server = RoomServer(KEY, SECRET, budgets=budgets)
+    await server.start("127.0.0.1", 0)
+    try:
+        sender, reasons = await join(server, "sender")
+        receivers = [(await join(server, f"r{n}"))[0] for n in range(3)]
+        got: list[int] = []
+        receivers[0].on("data_received", lambda packet: got.append(len(packet.data)))
+        await eventually(lambda: len(sender.remote_participants) == 3)
+        # lossy: 3 copies of 4 KB a packet; past the burst the rest are dropped, not relayed
+        for _ in range(10):
+            await sender.local_participant.publish_data(b"l" * 4000, reliable=False)
+        await asyncio.sleep(0.5)
+        participant = server.rooms["arena"].participants[sender.local_participant.pid]
+        assert 0 < participant.lossy_throttled < 10
+        assert 0 < len(got) < 10
+        assert sender.isconnected() and not reasons
+        # reliable packets cannot be dropped: going on past the budget disconnects the sender
+        for _ in range(20):
+            if not sender.isconnected():
+                break
+            await sender.local_participant.publish_data(b"r" * 4000)
+            await asyncio.sleep(0.01)
+        await eventually(lambda: reasons, timeout=10)
+        assert reasons == ["flooding"]
+        assert all(r.isconnected() for r in receivers)
+    finally:
+        await server.stop()
+
+
 @pytest.fixture
 async def strict_server() -> AsyncIterator[RoomServer]:
     budgets = PeerBudgets(datagrams_per_s=200, messages_per_s=200, burst_s=1, flood_after_s=1)

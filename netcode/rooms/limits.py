@@ -33,6 +33,10 @@ class PeerBudgets:
     events_per_s: float = 1000.0
     #: RPC requests a second
     rpc_per_s: float = 200.0
+    #: bytes of published data a second, counted once per receiver the server relays it
+    #: to (the fan-out is the sender's: one packet to 15 others costs 15 copies). Over it,
+    #: lossy packets are dropped (throttled) and a reliable one disconnects (``flooding``)
+    relay_bytes_per_s: float = 2_000_000.0
     #: new topic names a second, after a first burst of ``new_topics_burst`` (a game binds
     #: its few topics as it starts; a peer inventing names faster makes every receiver
     #: learn them: it is disconnected, ``too_many_topics``)
@@ -62,6 +66,7 @@ class PeerMeter:
         self._message_bytes = bucket(b.message_bytes_per_s)
         self._events = bucket(b.events_per_s)
         self._rpc = bucket(b.rpc_per_s)
+        self._relay_bytes = bucket(b.relay_bytes_per_s)
         self._topics = TokenBucket(b.new_topics_per_s, max(1.0, float(b.new_topics_burst)))
         # throttled datagrams the peer may send before it counts as flooding
         self._drops = TokenBucket(
@@ -101,6 +106,13 @@ class PeerMeter:
         if self._rpc.take(now):
             return True
         self._count("rpc")
+        return False
+
+    def relay(self, now: float, size: int) -> bool:
+        """``size`` bytes of copies to relay (a packet's payload times its receivers)."""
+        if self._relay_bytes.take(now, size):
+            return True
+        self._count("relay_bytes")
         return False
 
     def new_topic(self, now: float) -> bool:

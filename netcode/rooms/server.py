@@ -299,6 +299,8 @@ class ServerParticipant:
         self.tracks: dict[int, ServerTrack] = {}
         self.protocol_errors = 0
         self.packets_relayed = 0
+        #: lossy packets not relayed: over the sender's relay budget
+        self.lossy_throttled = 0
         #: lossy packets for this client dropped because its send queue was full
         self.lossy_dropped = 0
         #: packets for this client dropped because its topic table was full
@@ -618,7 +620,7 @@ class ServerParticipant:
             "flooding",
             f"too many {what} a second (budgets: {budgets.datagrams_per_s:g} datagrams, "
             f"{budgets.messages_per_s:g} messages, {budgets.events_per_s:g} events, "
-            f"{budgets.rpc_per_s:g} RPC)",
+            f"{budgets.rpc_per_s:g} RPC, {budgets.relay_bytes_per_s:g} bytes relayed)",
         )
 
     def on_reliable(self, data: bytes | str) -> None:
@@ -873,16 +875,26 @@ class ServerRoom:
         """Relay a data packet from ``sender`` to its destinations (default: everyone else)."""
         sender.trace_topic("topic_recv", topic, len(payload), lossy)
         wanted = set(destinations)
-        for target in list(self.participants.values()):
-            if target is sender or (wanted and target.pid not in wanted):
+        targets = [
+            target
+            for target in self.participants.values()
+            if target is not sender
+            and (not wanted or target.pid in wanted)
+            and target.subscribes_to(topic)
+        ]
+        if targets and not sender.meter.relay(sender.connection.now(), len(payload) * len(targets)):
+            if lossy:
+                sender.lossy_throttled += 1
+            else:
+                sender._flooding("bytes of data relayed")
+            return
+        for target in targets:
+            try:
+                target.send_data(sender.pid, topic, text, payload, lossy)
+            except Exception:  # one target's trouble is never the others'
+                logger.exception("%s: relaying to %s failed", sender.log_name, target.log_name)
                 continue
-            if target.subscribes_to(topic):
-                try:
-                    target.send_data(sender.pid, topic, text, payload, lossy)
-                except Exception:  # one target's trouble is never the others'
-                    logger.exception("%s: relaying to %s failed", sender.log_name, target.log_name)
-                    continue
-                sender.packets_relayed += 1
+            sender.packets_relayed += 1
 
     def route_event(
         self,

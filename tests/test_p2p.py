@@ -721,8 +721,11 @@ async def test_netcode_server_p2p_room_and_a_room_host_token(
             await room.connect(url.group(1), room_token)
         host, guest = rooms
         assert host.mesh is not None and host.mesh.is_host
-        assert guest.mesh is not None and guest.mesh.host_pid == host.local_participant.pid
-        await guest.mesh.wait_connected(["host"])
+        assert guest.mesh is not None
+        mesh = guest.mesh
+        # the host's PEER_INFO follows the guest's JOINED: it may not have arrived yet
+        await eventually(lambda: mesh.host_pid == host.local_participant.pid)
+        await mesh.wait_connected(["host"])
     finally:
         for room in rooms:
             await room.disconnect()

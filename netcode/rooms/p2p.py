@@ -841,7 +841,8 @@ class Mesh:
                 await asyncio.sleep(0.01)
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per peer identity: link state, RTT, and datagram and byte counts of the pair."""
+        """Per peer identity: link state, RTT, backlog, protocol errors and the lossy packets
+        dropped because the link was backed up."""
         out = {}
         for pair in self.pairs.values():
             stats = pair.connection.endpoint.stats()
@@ -852,6 +853,7 @@ class Mesh:
                 "connect_ms": [round(t * 1000, 1) for t in pair.connect_times],
                 "backlog": pair.send_backlog(),
                 "protocol_errors": pair.protocol_errors,
+                "lossy_dropped": pair.lossy_dropped,
             }
         return out
 

@@ -528,3 +528,19 @@ def test_a_topic_first_sent_lossy_is_still_named_before_reliable_data_uses_it() 
     named = {body.topic_id for kind, body in got if kind is Kind.TOPIC}
     relayed = [body for kind, body in got if kind is Kind.DATA]
     assert relayed and all(body.topic_id in named for body in relayed)
+
+
+def test_a_topic_name_over_255_bytes_is_refused_where_it_is_learnt() -> None:
+    """Found by netcode-fuzz: a TOPIC message may name 128 characters of 4-byte UTF-8, which
+    a lossy frame relaying it inline cannot carry (a 1-byte length). The name is refused
+    where it arrives, as check_topic refuses it for our own."""
+    from netcode.rooms.topics import IncomingTopics, check_topic
+
+    name = "\U0001f3ae" * 91  # 91 characters, 364 bytes
+    with pytest.raises(ValueError):
+        check_topic(name)
+    topics = IncomingTopics()
+    with pytest.raises(ProtocolError):
+        topics.learn(1, name)
+    topics.learn(2, "\U0001f3ae" * 63)  # 252 bytes: fine
+    assert topics.resolve(2) == "\U0001f3ae" * 63

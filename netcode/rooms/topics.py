@@ -117,8 +117,10 @@ class IncomingTopics:
             raise ProtocolError(f"topic id {topic_id} rebound from {known!r} to {name!r}")
         if len(self._names) > self.max_topics:
             raise TooManyTopics(f"peer bound more than {self.max_topics} topics")
-        if len(name) > MAX_TOPIC_CHARS:
-            raise ProtocolError(f"topic name exceeds {MAX_TOPIC_CHARS} characters")
+        if len(name) > MAX_TOPIC_CHARS or len(name.encode()) > 255:
+            # the bound check_topic puts on our own names: a name we learn is one we may
+            # relay inline, in a 1-byte length
+            raise ProtocolError(f"topic name exceeds {MAX_TOPIC_CHARS} characters or 255 bytes")
         if self.admit is not None and (refused := self.admit()) is not None:
             raise TooManyTopics(refused)
         self._names[topic_id] = name

@@ -97,29 +97,23 @@ class PeerMeter:
         return False
 
     def event(self, now: float) -> bool:
-        if self._events.take(now):
-            return True
-        self._count("events")
-        return False
+        return self._within(self._events, "events", now)
 
     def rpc(self, now: float) -> bool:
-        if self._rpc.take(now):
-            return True
-        self._count("rpc")
-        return False
+        return self._within(self._rpc, "rpc", now)
 
     def relay(self, now: float, size: int) -> bool:
         """``size`` bytes of copies to relay (a packet's payload times its receivers)."""
-        if self._relay_bytes.take(now, size):
-            return True
-        self._count("relay_bytes")
-        return False
+        return self._within(self._relay_bytes, "relay_bytes", now, size)
 
     def new_topic(self, now: float) -> bool:
         """The peer bound a new topic name; False: faster than its budget."""
-        if self._topics.take(now):
+        return self._within(self._topics, "topics", now)
+
+    def _within(self, bucket: TokenBucket, name: str, now: float, amount: float = 1.0) -> bool:
+        if bucket.take(now, amount):
             return True
-        self._count("topics")
+        self._count(name)
         return False
 
     def _count(self, name: str) -> None:

@@ -162,14 +162,15 @@ assert DIRECT_LOSSY_PREFIX[0] >> 4 != PROTOCOL_VERSION
 
 
 def encode_peer_data(pid: int, topic_id: int, text: bool, payload: bytes) -> bytes:
-    """A reliable DATA message on a pair (no destinations: the pair is the destination),
-    byte for byte what ``encode_message(Kind.DATA, ...)`` builds, without construct."""
-    return _DATA_HEAD.pack(_DATA_KIND, pid, topic_id, 1 if text else 0, 0) + payload
+    """A reliable DATA message on a pair (no destinations: the pair is the destination)."""
+    return encode_message(
+        Kind.DATA, pid=pid, topic_id=topic_id, text=text, destinations=(), payload=payload
+    )
 
 
 def decode_peer_data_untrusted(data: bytes | str) -> tuple[int, int, bool, bytes] | None:
     """(pid, topic_id, text, payload) of a DATA message without destinations; None for any
-    other message (which then goes through the construct declaration)."""
+    other message (which then goes through decode_message_untrusted)."""
     if (
         not isinstance(data, bytes)
         or len(data) < _DATA_HEAD.size

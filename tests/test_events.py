@@ -140,7 +140,7 @@ async def test_a_flooding_sender_gets_a_clear_error(server: tuple[RoomServer, Re
     (alice, _), (bob, got_bob), (carol, got_carol) = [
         await join(srv, name) for name in ("alice", "bob", "carol")
     ]
-    await eventually(lambda: len(alice.remote_participants) == 2)
+    await eventually(lambda: all(len(r.remote_participants) == 2 for r in (alice, bob, carol)))
     with pytest.raises(SendQueueFull, match="queue"):
         for i in range(100_000):
             alice.send_event(Chat(f"spam {i}"), destination_identities=["bob"])

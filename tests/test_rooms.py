@@ -456,8 +456,10 @@ async def test_rooms_are_isolated(server: RoomServer) -> None:
         clients[identity] = Client(room)
         await room.connect(server.url, token(identity, room=room_name))
     await eventually(lambda: set(server.rooms) == {"red", "blue"})
+    # a join is announced to the others on their own links: it may land just after the
+    # joiner's connect() returned
+    await eventually(lambda: set(clients["cat"].room.remote_participants) == {"dan"})
     assert set(clients["ann"].room.remote_participants) == {"ben"}
-    assert set(clients["cat"].room.remote_participants) == {"dan"}
     await clients["ann"].room.local_participant.publish_data("red only")
     await clients["cat"].room.local_participant.publish_data(b"blue only", reliable=False)
     await eventually(lambda: clients["ben"].packets and clients["dan"].packets)

@@ -114,6 +114,55 @@ async def test_reliable_data_under_loss_arrives_whole_and_in_order() -> None:
         await asyncio.gather(a.close(), b.close())
 
 
+async def test_messages_queued_in_one_turn_share_packets(
+    links: tuple[PeerLink, PeerLink, ImpairedPath],
+) -> None:
+    """A burst (a relay's fan-out, say) leaves as few packets as fit, not one per message."""
+    a, b, path = links
+    got: list[bytes | str] = []
+    lossy: list[bytes] = []
+    b.on_reliable(got.append)
+    b.on_lossy(lossy.append)
+    sent = [f"message {i}".encode() * 3 for i in range(60)]  # 30-33 bytes each
+    up0, _ = _datagrams(path)
+    for message in sent:
+        a.send_reliable(message)
+    a.send_reliable("text rides too")
+    a.send_lossy(b"and the lossy channel")
+    for _ in range(100):
+        if len(got) == len(sent) + 1 and lossy:
+            break
+        await asyncio.sleep(0.02)
+    up, _ = _datagrams(path)
+    assert got == [*sent, "text rides too"] and lossy == [b"and the lossy channel"]
+    # 62 DATA chunks of 48-52 bytes: 3 packets of at most 1189 bytes (aiortc alone: 62)
+    assert up - up0 <= 4
+    assert a.sack_policy is not None and a.sack_policy.data_bundled >= 58
+
+
+async def test_bundled_bursts_under_loss_arrive_whole_and_in_order() -> None:
+    path = ImpairedPath(Impairment(seed=5))
+    a, b = await _pair(path)
+    try:
+        path.configure(Impairment(latency_ms=5, loss=0.1, seed=5))
+        got: list[bytes | str] = []
+        b.on_reliable(got.append)
+        sent = [bytes([i % 256]) * (1 + i * 7 % 300) for i in range(400)]
+        for start in range(0, len(sent), 40):  # bursts of 40, each bundled
+            for message in sent[start : start + 40]:
+                a.send_reliable(message)
+            await asyncio.sleep(0.01)
+        for _ in range(300):
+            if len(got) == len(sent):
+                break
+            await asyncio.sleep(0.05)
+        assert got == sent
+        assert path.stats()["outgoing"].dropped_loss > 0
+        assert a.sack_policy is not None and a.sack_policy.data_bundled > 300
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
 async def test_delay_acks_is_idempotent_and_bounded() -> None:
     path = ImpairedPath(Impairment())
     a, b = await _pair(path)

@@ -22,6 +22,14 @@ associations in the process keep aiortc's behaviour):
   of a game connection send every tick, so acknowledgements then cost no packet at all;
 - otherwise it goes alone after ``delay`` seconds (at most 200 ms).
 
+It also bundles DATA (section 6.10): aiortc puts every message in a packet of its own, so a
+burst of small messages queued in one turn of the event loop (a relay fanning packets out, a
+TOPIC binding and the DATA behind it) costs a packet, a DTLS record and a trip through
+both SCTP stacks per message. Messages queued in one turn now leave together: the first of
+aiortc's flushes of its data-channel queue drains it, and the DATA chunks that flush hands
+down leave in as few packets as fit ``SCTP_MAX_PACKET_LENGTH``, in TSN order, with a
+waiting SACK in front. Retransmissions leave as aiortc sends them.
+
 Only when a SACK leaves changes; what it says is aiortc's own (built by aiortc's
 ``_send_sack``). The sender's retransmission timer (at least 1 s) is far longer than the
 delay; its congestion window grows per SACK in slow start, which game traffic, paced far
@@ -52,6 +60,7 @@ _REQUIRED = (
     "_sack_misordered",
     "_sack_duplicates",
     "_receive_forward_tsn_chunk",
+    "_data_channel_flush",
     "_association_state",
     "State",
     "transport",
@@ -65,7 +74,8 @@ class SackPolicy:
     """The delayed, bundled acknowledgements of one association (see the module docstring).
 
     Counters: ``sacks_alone`` (SACK packets sent by themselves), ``sacks_bundled`` (SACKs
-    that rode a DATA chunk), ``sacks_delayed`` (packets whose acknowledgement waited).
+    that rode a DATA chunk), ``sacks_delayed`` (packets whose acknowledgement waited),
+    ``data_bundled`` (DATA chunks that rode in a packet behind another DATA chunk).
     """
 
     def __init__(self, sctp: Any, delay: float = DEFAULT_SACK_DELAY_S) -> None:
@@ -89,9 +99,14 @@ class SackPolicy:
         self.send_failures = 0
         self.sacks_bundled = 0
         self.sacks_delayed = 0
+        self.data_bundled = 0
+        self._data_channel_flush = sctp._data_channel_flush  # aiortc's: queue -> DATA chunks
+        self._bundle: list[Any] | None = None  # DATA chunks held while a flush runs
+        self._flushing = 0
         sctp._send_sack = self._on_sack_needed
         sctp._send_chunk = self._on_send_chunk
         sctp._receive_forward_tsn_chunk = self._on_forward_tsn
+        sctp._data_channel_flush = self._on_data_channel_flush
 
     async def _on_forward_tsn(self, chunk: Any) -> None:
         self._urgent = True
@@ -140,7 +155,51 @@ class SackPolicy:
             self._timer.cancel()
             self._timer = None
 
+    async def _on_data_channel_flush(self) -> None:
+        """aiortc's flush of its data-channel queue, with the DATA chunks it sends bundled.
+
+        aiortc schedules one per message queued (and awaits one after each SACK); the first
+        to run drains the whole queue, so a burst queued in one turn leaves together.
+        """
+        self._flushing += 1
+        if self._bundle is None:
+            self._bundle = []
+        try:
+            await self._data_channel_flush()
+        finally:
+            self._flushing -= 1
+            bundle = self._bundle
+            self._bundle = [] if self._flushing else None
+            if bundle:
+                await self._send_bundle(bundle)
+
+    async def _send_bundle(self, chunks: list[Any]) -> None:
+        """Send DATA chunks in order, as many to a packet as fit, a waiting SACK first."""
+        limit = self._m.SCTP_MAX_PACKET_LENGTH - _SCTP_COMMON_HEADER
+        encoded = [bytes(chunk) for chunk in chunks]
+        first = 0
+        while first < len(encoded):
+            size = len(encoded[first])
+            end = first + 1
+            while end < len(encoded) and size + len(encoded[end]) <= limit:
+                size += len(encoded[end])
+                end += 1
+            self.data_bundled += end - first - 1
+            try:
+                await self._send_data(b"".join(encoded[first:end]), size)
+            except ConnectionError:
+                self.send_failures += 1
+            first = end
+
     async def _on_send_chunk(self, chunk: Any) -> None:
+        bundle = self._bundle
+        if bundle is not None:
+            if isinstance(chunk, self._m.DataChunk):
+                bundle.append(chunk)  # leaves when the flush that produced it ends
+                return
+            if bundle:  # keep the order: what was handed down first leaves first
+                self._bundle = []
+                await self._send_bundle(bundle)
         try:
             await self._send_or_bundle(chunk)
         except ConnectionError:
@@ -153,13 +212,20 @@ class SackPolicy:
         if self._capture is not None:  # aiortc's _send_sack handing us its SACK
             self._capture.append(chunk)
             return
+        if isinstance(chunk, self._m.DataChunk):
+            data = bytes(chunk)
+            await self._send_data(data, len(data))
+            return
+        await self._send_chunk(chunk)
+
+    async def _send_data(self, data: bytes, size: int) -> None:
+        """Send encoded DATA chunks as one packet, a waiting SACK in front if it fits."""
         sctp = self._sctp
         m = self._m
-        if sctp._sack_needed and isinstance(chunk, m.DataChunk):
-            data = bytes(chunk)
+        if sctp._sack_needed:
             # an upper bound of the SACK: 16 bytes, 4 per gap and per duplicate TSN
             sack_bound = 16 + 4 * (len(sctp._sack_misordered) + len(sctp._sack_duplicates))
-            if _SCTP_COMMON_HEADER + sack_bound + len(data) <= m.SCTP_MAX_PACKET_LENGTH:
+            if _SCTP_COMMON_HEADER + sack_bound + size <= m.SCTP_MAX_PACKET_LENGTH:
                 captured: list[Any] = []
                 self._capture = captured
                 try:
@@ -174,7 +240,7 @@ class SackPolicy:
                     return
                 for extra in captured:  # not what we expected: send as aiortc would
                     await self._send_chunk(extra)
-        await self._send_chunk(chunk)
+        await sctp.transport._send_data(self._packet(data))
 
     def _packet(self, chunks: bytes) -> bytes:
         sctp = self._sctp

@@ -197,6 +197,30 @@ async def test_a_reliable_flood_is_cut_off(strict_server: RoomServer) -> None:
     assert reasons == ["flooding"]
 
 
+async def test_messages_over_the_channel_limit_cost_their_sender(server: RoomServer) -> None:
+    """Another implementation may send past 16 KiB: the server still pays to reassemble it.
+    Each refused message is a protocol error and its bytes count; the room carries on."""
+    sender, reasons = await join(server, "sender")
+    talker, _ = await join(server, "talker")
+    listener, _ = await join(server, "listener")
+    got: list[Any] = []
+    listener.on("data_received", lambda packet: got.append(packet.data))
+    await eventually(lambda: len(listener.remote_participants) == 2)
+    assert sender.link is not None
+    published = 0
+    while not reasons and published < server.max_protocol_errors + 5:
+        with contextlib.suppress(Exception):
+            sender.link.reliable.raw.send(b"o" * 20_000)  # past our own wrapper's limit
+        await talker.local_participant.publish_data(f"m{published}", reliable=True)
+        published += 1
+        await asyncio.sleep(0.02)
+    await eventually(lambda: reasons, timeout=5)
+    assert reasons == ["protocol_error"]
+    assert server.protocol_errors >= server.max_protocol_errors
+    await eventually(lambda: len(got) == published)
+    assert got == [f"m{i}" for i in range(published)]
+
+
 async def test_honest_traffic_stays_within_the_default_budgets(server: RoomServer) -> None:
     sender, reasons = await join(server, "sender")
     receiver, _ = await join(server, "receiver")

@@ -369,6 +369,7 @@ class FakeLink:
         self.closed = asyncio.Event()
         self.connection_state = "connected"
         self.reliable_handler: Callable[[bytes | str], object] | None = None
+        self.refused_handler: Callable[[str, int], object] | None = None
         self.lossy_handler: Callable[[bytes], object] | None = None
         self.channel_handler: Callable[[Any], object] | None = None
         self.on_lossy_sent: Callable[[bytes], None] | None = None
@@ -441,6 +442,9 @@ class FakeLink:
     def on_channel(self, handler: Callable[[Any], object] | None) -> None:
         self.channel_handler = handler
 
+    def on_refused(self, handler: Callable[[str, int], object] | None) -> None:
+        self.refused_handler = handler
+
     def on_state_change(self, handler: Callable[[str], object]) -> None:
         pass
 
@@ -471,7 +475,12 @@ class FakeLink:
     def deliver_reliable(self, data: bytes | str) -> bool:
         """Feed one reliable-channel message; False if the real channel would drop it."""
         size = len(data.encode(errors="replace") if isinstance(data, str) else data)
-        if size > MAX_RELIABLE_MESSAGE_BYTES or self.reliable_handler is None:
+        if size > MAX_RELIABLE_MESSAGE_BYTES:
+            refused = self.refused_handler
+            if refused is not None:  # as the real channel reports it
+                self.call(lambda _: refused(f"a message of {size} bytes", size), data, "refused")
+            return False
+        if self.reliable_handler is None:
             return False
         self.call(self.reliable_handler, data, "reliable")
         return True

@@ -28,7 +28,7 @@ class PeerBudgets:
     datagram_bytes_per_s: float = 1_000_000.0
     #: reliable-channel messages a second (data, RPC, stream chunks, control) and bytes
     messages_per_s: float = 1000.0
-    message_bytes_per_s: float = 4_000_000.0
+    message_bytes_per_s: float = 1_000_000.0
     #: game events a second (relayed to the room)
     events_per_s: float = 1000.0
     #: RPC requests a second
@@ -36,7 +36,7 @@ class PeerBudgets:
     #: bytes of published data a second, counted once per receiver the server relays it
     #: to (the fan-out is the sender's: one packet to 15 others costs 15 copies). Over it,
     #: lossy packets are dropped (throttled) and a reliable one disconnects (``flooding``)
-    relay_bytes_per_s: float = 4_000_000.0
+    relay_bytes_per_s: float = 1_000_000.0
     #: new topic names a second, after a first burst of ``new_topics_burst`` (a game binds
     #: its few topics as it starts; a peer inventing names faster makes every receiver
     #: learn them: it is disconnected, ``too_many_topics``)

@@ -498,6 +498,7 @@ class ServerParticipant:
                 channel.close()
         if link is not None:
             link.on_reliable(None)
+            link.on_refused(None)
             link.on_channel(None)
             asyncio.get_running_loop().create_task(link.close())
 
@@ -544,6 +545,7 @@ class ServerParticipant:
             link.send_reliable(message)
         self.connection.attach(link)
         link.on_reliable(self.on_reliable)
+        link.on_refused(self.on_refused)
         link.on_channel(self.on_channel)
         if self.can_subscribe:
             for track in self.room.tracks():
@@ -637,6 +639,16 @@ class ServerParticipant:
             dispatch_message_untrusted(data, handlers, self)
         except ProtocolError as exc:
             self.protocol_error(exc)
+
+    def on_refused(self, why: str, size: int) -> None:
+        """A channel of this client's link refused a message: its bytes count against the
+        budget all the same, and it is a protocol error (our clients never send one)."""
+        if self._ending:
+            return
+        if not self.meter.message(self.connection.now(), size):
+            self._flooding("reliable messages")
+            return
+        self.protocol_error(why)
 
     def _on_ack(self, body: Any) -> None:
         self.replay.confirm(body.received)
@@ -828,6 +840,7 @@ class ServerRoom:
             for track in self.tracks():
                 self._subscribe(participant, track)
         link.on_reliable(participant.on_reliable)
+        link.on_refused(participant.on_refused)
         link.on_channel(participant.on_channel)
         logger.info("%s joined room %r as pid %d", claims.identity, self.name, pid)
         if self.host is not None:

@@ -399,13 +399,13 @@ class DataChannel:
         size = _payload_bytes(data)
         if (self._binary_only and not isinstance(data, bytes)) or size > self.max_message_bytes:
             self.stats.receive_drops += 1
-            logger.debug(
-                "%s: dropped a %s of %d on channel %r",
-                self._link.name,
-                type(data).__name__,
-                size,
-                self.label,
+            why = (
+                f"a message of {size} bytes over the channel's limit of {self.max_message_bytes}"
+                if size > self.max_message_bytes
+                else "a text message on a binary channel"
             )
+            logger.debug("%s: dropped %s on channel %r", self._link.name, why, self.label)
+            self._link._refused(f"{why} (channel {self.label!r})", size)
             return
         self.stats.messages_received += 1
         self.stats.bytes_received += size
@@ -495,6 +495,7 @@ class PeerLink:
         self._channels: list[DataChannel] = []
         self._remote_channels: set[DataChannel] = set()
         self._channel_handler: ChannelHandler | None = None
+        self._refused_handler: Callable[[str, int], object] | None = None
         self._pending_channels: list[DataChannel] = []
         self._state_handlers: list[StateHandler] = []
         self._state = str(pc.connectionState)
@@ -619,6 +620,20 @@ class PeerLink:
         """Install the handler of lossy datagrams (always ``bytes``)."""
         # The lossy channel drops non-bytes on receipt, so the handler only sees bytes.
         self.lossy.set_handler(handler)  # type: ignore[arg-type]
+
+    def on_refused(self, handler: Callable[[str, int], object] | None) -> None:
+        """Install the handler of messages a channel refused on receipt (over its size
+        limit, or text on a binary channel): called with what was wrong and the size."""
+        self._refused_handler = handler
+
+    def _refused(self, why: str, size: int) -> None:
+        handler = self._refused_handler
+        if handler is None:
+            return
+        try:
+            handler(why, size)
+        except Exception:
+            logger.exception("%s: the refused-message handler raised", self.name)
 
     def on_channel(self, handler: ChannelHandler | None) -> None:
         """Install the handler of channels the peer opens; earlier ones are delivered now."""

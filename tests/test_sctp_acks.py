@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from netcode.transport.direct import accept_answer, answer_link, offer_link
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import PeerLink
-from netcode.transport.sctp import SackPolicy, delay_acks
+from netcode.transport.sctp import MAX_MISORDERED, SackPolicy, delay_acks
 
 pytestmark = pytest.mark.webrtc
 
@@ -159,6 +160,68 @@ async def test_bundled_bursts_under_loss_arrive_whole_and_in_order() -> None:
         assert got == sent
         assert path.stats()["outgoing"].dropped_loss > 0
         assert a.sack_policy is not None and a.sack_policy.data_bundled > 300
+        assert b.sack_policy is not None and b.sack_policy.data_refused == 0  # in the window
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+def _chunk(tsn: int, stream_id: int, flags: int, data: bytes) -> Any:
+    from aiortc.rtcsctptransport import WEBRTC_BINARY, DataChunk
+
+    chunk = DataChunk(flags=flags)
+    chunk.tsn, chunk.stream_id, chunk.stream_seq = tsn, stream_id, 0
+    chunk.protocol = WEBRTC_BINARY
+    chunk.user_data = data
+    return chunk
+
+
+async def _spray(a: PeerLink, chunks: list[Any]) -> None:
+    """Send hand-made DATA chunks from ``a``, as a peer that ignores the window would."""
+    assert a.sack_policy is not None
+    for n, chunk in enumerate(chunks):
+        await a.sack_policy._send_chunk(chunk)  # aiortc's own: one packet each
+        if n % 20 == 19:
+            await asyncio.sleep(0.01)  # within what the receiving socket buffers
+    await asyncio.sleep(0.3)
+
+
+async def test_a_message_that_never_ends_cannot_outgrow_the_receive_window() -> None:
+    path = ImpairedPath(Impairment())
+    a, b = await _pair(path)
+    try:
+        sctp_a, sctp_b = a.pc.sctp, b.pc.sctp
+        assert sctp_a is not None and sctp_b is not None and b.sack_policy is not None
+        stream = a.reliable.id
+        assert stream is not None
+        first = sctp_a._local_tsn
+        # one message opened (FIRST_FRAG) and continued forever, in order: 1.3 MB
+        chunks = [_chunk(first, stream, 0x02, b"a" * 1100)]
+        chunks += [_chunk((first + i) % 2**32, stream, 0, b"b" * 1100) for i in range(1, 1200)]
+        await _spray(a, chunks)
+        held = sum(len(c.user_data) for c in sctp_b._inbound_streams[stream].reassembly)
+        assert held <= 1024 * 1024 + 1100  # the window (1 MiB), not the 1.3 MB sent
+        assert b.sack_policy.data_refused >= 1200 - (1024 * 1024) // 1100 - 1
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_data_sprayed_past_a_gap_is_bounded() -> None:
+    path = ImpairedPath(Impairment())
+    a, b = await _pair(path)
+    try:
+        sctp_a, sctp_b = a.pc.sctp, b.pc.sctp
+        assert sctp_a is not None and sctp_b is not None and b.sack_policy is not None
+        stream = a.reliable.id
+        assert stream is not None
+        first = sctp_a._local_tsn
+        # TSN ``first`` never comes; 3000 one-byte messages wait above the gap
+        chunks = [_chunk((first + i) % 2**32, stream, 0x03, b"x") for i in range(1, 3001)]
+        await _spray(a, chunks)
+        assert len(sctp_b._sack_misordered) <= MAX_MISORDERED
+        assert b.sack_policy.data_refused >= 3000 - MAX_MISORDERED
+        # the chunk that fills the gap still gets in, and the association moves on
+        await _spray(a, [_chunk(first, stream, 0x03, b"y")])
+        assert sctp_b._last_received_tsn == (first + MAX_MISORDERED) % 2**32
     finally:
         await asyncio.gather(a.close(), b.close())
 

@@ -30,6 +30,15 @@ aiortc's flushes of its data-channel queue drains it, and the DATA chunks that f
 down leave in as few packets as fit ``SCTP_MAX_PACKET_LENGTH``, in TSN order, with a
 waiting SACK in front. Retransmissions leave as aiortc sends them.
 
+It bounds what a peer can make the association hold (RFC 4960 section 6.2: a receiver
+without buffer space drops new DATA). aiortc advertises a receive window of 1 MiB but never
+enforces it: a peer that opens messages and never ends them, or leaves a gap and sends past
+it, grows the reassembly buffer and the set of out-of-order TSNs without limit (and aiortc
+sorts that set for every chunk). Once the window is spent, or ``MAX_MISORDERED`` TSNs wait
+above a gap, a DATA chunk is dropped and counted (``data_refused``) unless it is the next
+TSN that fills a gap, so a peer that keeps to the window never meets the bound, and an
+honest retransmission always lets the association move on.
+
 Only when a SACK leaves changes; what it says is aiortc's own (built by aiortc's
 ``_send_sack``). The sender's retransmission timer (at least 1 s) is far longer than the
 delay; its congestion window grows per SACK in slow start, which game traffic, paced far
@@ -45,12 +54,14 @@ from typing import Any
 
 from google_crc32c import value as _crc32c  # what aiortc checksums its packets with
 
-__all__ = ["DEFAULT_SACK_DELAY_S", "SackPolicy", "delay_acks"]
+__all__ = ["DEFAULT_SACK_DELAY_S", "MAX_MISORDERED", "SackPolicy", "delay_acks"]
 
 logger = logging.getLogger(__name__)
 
 #: How long an acknowledgement may wait for a packet to ride (RFC 4960 6.2: at most 200 ms).
 DEFAULT_SACK_DELAY_S = 0.2
+#: TSNs received above a gap that an association holds before it drops new DATA
+MAX_MISORDERED = 2048
 
 _SCTP_COMMON_HEADER = 12
 _REQUIRED = (
@@ -61,6 +72,9 @@ _REQUIRED = (
     "_sack_duplicates",
     "_receive_forward_tsn_chunk",
     "_data_channel_flush",
+    "_receive_data_chunk",
+    "_advertised_rwnd",
+    "_last_received_tsn",
     "_association_state",
     "State",
     "transport",
@@ -75,7 +89,8 @@ class SackPolicy:
 
     Counters: ``sacks_alone`` (SACK packets sent by themselves), ``sacks_bundled`` (SACKs
     that rode a DATA chunk), ``sacks_delayed`` (packets whose acknowledgement waited),
-    ``data_bundled`` (DATA chunks that rode in a packet behind another DATA chunk).
+    ``data_bundled`` (DATA chunks that rode in a packet behind another DATA chunk),
+    ``data_refused`` (DATA chunks dropped: the peer went past the receive window).
     """
 
     def __init__(self, sctp: Any, delay: float = DEFAULT_SACK_DELAY_S) -> None:
@@ -100,6 +115,8 @@ class SackPolicy:
         self.sacks_bundled = 0
         self.sacks_delayed = 0
         self.data_bundled = 0
+        self.data_refused = 0
+        self._receive_data = sctp._receive_data_chunk
         self._data_channel_flush = sctp._data_channel_flush  # aiortc's: queue -> DATA chunks
         self._bundle: list[Any] | None = None  # DATA chunks held while a flush runs
         self._flushing = 0
@@ -107,6 +124,27 @@ class SackPolicy:
         sctp._send_chunk = self._on_send_chunk
         sctp._receive_forward_tsn_chunk = self._on_forward_tsn
         sctp._data_channel_flush = self._on_data_channel_flush
+        sctp._receive_data_chunk = self._on_data_chunk
+
+    async def _on_data_chunk(self, chunk: Any) -> None:
+        if self._past_window(chunk):
+            self.data_refused += 1  # new data with no room for it: dropped (6.2)
+            return
+        await self._receive_data(chunk)
+
+    def _past_window(self, chunk: Any) -> bool:
+        sctp = self._sctp
+        last = sctp._last_received_tsn
+        if last is None:
+            return False
+        waiting = sctp._sack_misordered
+        full = sctp._advertised_rwnd < len(chunk.user_data) or len(waiting) >= MAX_MISORDERED
+        if not full or chunk.tsn in waiting:
+            return False
+        ahead = (chunk.tsn - last) % 2**32
+        if not 0 < ahead < 2**31:
+            return False  # a duplicate: aiortc reports it
+        return not (waiting and ahead == 1)  # the TSN that fills the gap always gets in
 
     async def _on_forward_tsn(self, chunk: Any) -> None:
         self._urgent = True

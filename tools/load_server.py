@@ -28,6 +28,7 @@ import random
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -133,10 +134,14 @@ class ServerProbe:
     channels towards the clients sent, the SCTP state sampled every tick, and the UDP bytes
     the impairment saw (the wire, both ways)."""
 
-    def __init__(self, room: ServerRoom, tick_rate: float) -> None:
+    #: SCTP samples kept (the newest): a long run must not grow the server it measures
+    MAX_SAMPLES = 100_000
+
+    def __init__(self, room: ServerRoom, tick_rate: float, *, sample_sctp: bool = True) -> None:
         self.room = room
         self.interval = 1.0 / tick_rate
-        self.samples: list[tuple[int, int, int, int]] = []
+        self.sample_sctp = sample_sctp
+        self.samples: deque[tuple[int, int, int, int]] = deque(maxlen=self.MAX_SAMPLES)
         self.wire_at_reset = 0
         self.reset_at = time.perf_counter()
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +160,7 @@ class ServerProbe:
         self.samples.clear()
         self.wire_at_reset = self.wire_bytes()
         self.reset_at = time.perf_counter()
-        if self._task is None:
+        if self._task is None and self.sample_sctp:
             self._task = asyncio.get_running_loop().create_task(self._sample())
 
     async def _sample(self) -> None:
@@ -172,7 +177,7 @@ class ServerProbe:
                 counters[key] = counters.get(key, 0) + value
         return {
             "events_down": counters,
-            "sctp_samples": self.samples,
+            "sctp_samples": list(self.samples),
             "wire_bytes": self.wire_bytes() - self.wire_at_reset,
             "window_s": time.perf_counter() - self.reset_at,
             "lossy_send_drops": sum(link.lossy.stats.send_drops for link in self.links()),
@@ -192,7 +197,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
     report = ServerReport(server, host)  # why each session ended (netcode-load --hostile)
     room = server.room(ROOM)
     host.attach(room)
-    probe = ServerProbe(room, args.tick_rate)
+    probe = ServerProbe(room, args.tick_rate, sample_sctp=args.probe)
     if args.redundancy is not None:
         redundancy = args.redundancy
 

@@ -49,6 +49,7 @@ import attrs
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
 from netcode.errors import NetcodeError
+from netcode.transport.consent import patient_consent
 from netcode.transport.ice import IceServerLike, to_rtc_ice_servers
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.sctp import delay_acks
@@ -524,6 +525,7 @@ class PeerLink:
             hold_cwnd_floor(pc, cwnd_floor_packets)
         #: the delayed, bundled SCTP acknowledgements of this link (None: aiortc's own)
         self.sack_policy = delay_acks(pc) if delayed_acks else None
+        patient_consent(pc)  # a slow answer to a consent check must not close the link
         # Attached once the channels gave pc its ICE transport, before any gathering.
         self._impairment: ImpairedPath | None = None
         if impairment is not None:

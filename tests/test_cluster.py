@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from helpers import eventually
@@ -235,6 +235,16 @@ def slowest(times: list[tuple[float, float]], start: float, end: float) -> float
     return max((r - s for s, r in times if start <= s <= end), default=0.0)
 
 
+async def until_received(publish: Callable[[], Awaitable[int]], timeout: float = 5.0) -> bool:
+    """Publish until one node received it (each try that reached nobody is lost)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await publish() == 1:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 @pytest.mark.parametrize(
     ("node_count", "client_count", "room_count"),
     [
@@ -273,8 +283,10 @@ async def test_nodes_share_rooms_through_one_entry_and_a_killed_node_says_node_l
         assert len(set(owners.values())) >= 2  # spread over the nodes
 
         # Server code anywhere sends into a room on whichever node hosts it.
-        assert await registry.send_data("room1", "news", topic="news") == 1
-        assert await registry.send_event("room2", Chat("event from afar")) == 1
+        # (a node subscribes to a new room's channel within its relay loop's next turn: a
+        # message published before that reaches nobody, and is not queued)
+        assert await until_received(lambda: registry.send_data("room1", "news", topic="news"))
+        assert await until_received(lambda: registry.send_event("room2", Chat("event from afar")))
         for c in clients:
             if c.room_name == "room1":
                 await eventually(lambda c=c: c.from_server == ["news"], 5)

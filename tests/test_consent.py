@@ -7,21 +7,13 @@ import asyncio
 
 import aioice.ice
 import pytest
+from helpers import linked_pair
 
 from netcode.transport import consent
-from netcode.transport.direct import accept_answer, answer_link, offer_link
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import PeerLink
 
 pytestmark = pytest.mark.webrtc
-
-
-async def _pair(path: ImpairedPath) -> tuple[PeerLink, PeerLink]:
-    a, offer = await offer_link(include_loopback=True, impairment=path)
-    b, answer = await answer_link(offer, include_loopback=True)
-    await accept_answer(a, answer)
-    await asyncio.gather(a.wait_open(10), b.wait_open(10))
-    return a, b
 
 
 def _ice(link: PeerLink) -> aioice.ice.Connection:
@@ -35,7 +27,7 @@ async def test_consent_answered_late_keeps_the_link(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(consent, "CONSENT_INTERVAL_S", 0.2)
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)  # aioice's own, were it used
     path = ImpairedPath(Impairment())
-    a, b = await _pair(path)
+    a, b = await linked_pair(path)
     try:
         assert isinstance(_ice(a).__dict__.get("query_consent"), type(lambda: 0))
         path.configure(Impairment(latency_ms=400))  # each way: consent answers come 0.8 s late
@@ -57,7 +49,7 @@ async def test_consent_still_expires_when_the_peer_goes_silent(
     monkeypatch.setattr(consent, "CONSENT_INTERVAL_S", 0.1)
     monkeypatch.setattr(consent, "CONSENT_RETRANSMISSIONS", 0)  # 500 ms per check
     path = ImpairedPath(Impairment())
-    a, b = await _pair(path)
+    a, b = await linked_pair(path)
     try:
         path.configure(Impairment(loss=1.0))  # a hears nothing from b, and b nothing from a
         for _ in range(100):

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers import linked_pair
 
-from netcode.transport.direct import accept_answer, answer_link, offer_link
 from netcode.transport.impair import ImpairedPath, Impairment
 from netcode.transport.peerlink import PeerLink
 from netcode.transport.sctp import MAX_MISORDERED, SackPolicy, delay_acks
@@ -16,19 +16,10 @@ from netcode.transport.sctp import MAX_MISORDERED, SackPolicy, delay_acks
 pytestmark = pytest.mark.webrtc
 
 
-async def _pair(path: ImpairedPath) -> tuple[PeerLink, PeerLink]:
-    a, offer = await offer_link(include_loopback=True, impairment=path)
-    b, answer = await answer_link(offer, include_loopback=True)
-    await accept_answer(a, answer)
-    await asyncio.gather(a.wait_open(10), b.wait_open(10))
-    await asyncio.sleep(0.3)  # the handshake's own packets settle
-    return a, b
-
-
 @pytest.fixture
 async def links() -> AsyncIterator[tuple[PeerLink, PeerLink, ImpairedPath]]:
     path = ImpairedPath(Impairment())  # a zero impairment: counts a's UDP datagrams
-    a, b = await _pair(path)
+    a, b = await linked_pair(path, settle=0.3)
     try:
         yield a, b, path
     finally:
@@ -96,7 +87,7 @@ async def test_a_lone_packet_is_acknowledged_within_the_delay(
 async def test_reliable_data_under_loss_arrives_whole_and_in_order() -> None:
     """Gaps and duplicates are acknowledged at once: fast retransmission still works."""
     path = ImpairedPath(Impairment(seed=3))
-    a, b = await _pair(path)
+    a, b = await linked_pair(path, settle=0.3)
     try:
         path.configure(Impairment(latency_ms=5, loss=0.1, seed=3))
         got: list[bytes | str] = []
@@ -143,7 +134,7 @@ async def test_messages_queued_in_one_turn_share_packets(
 
 async def test_bundled_bursts_under_loss_arrive_whole_and_in_order() -> None:
     path = ImpairedPath(Impairment(seed=5))
-    a, b = await _pair(path)
+    a, b = await linked_pair(path, settle=0.3)
     try:
         path.configure(Impairment(latency_ms=5, loss=0.1, seed=5))
         got: list[bytes | str] = []
@@ -187,7 +178,7 @@ async def _spray(b: PeerLink, chunks: list[Any]) -> None:
 
 async def test_a_message_that_never_ends_cannot_outgrow_the_receive_window() -> None:
     path = ImpairedPath(Impairment())
-    a, b = await _pair(path)
+    a, b = await linked_pair(path, settle=0.3)
     try:
         sctp_a, sctp_b = a.pc.sctp, b.pc.sctp
         assert sctp_a is not None and sctp_b is not None and b.sack_policy is not None
@@ -207,7 +198,7 @@ async def test_a_message_that_never_ends_cannot_outgrow_the_receive_window() -> 
 
 async def test_data_sprayed_past_a_gap_is_bounded() -> None:
     path = ImpairedPath(Impairment())
-    a, b = await _pair(path)
+    a, b = await linked_pair(path, settle=0.3)
     try:
         sctp_a, sctp_b = a.pc.sctp, b.pc.sctp
         assert sctp_a is not None and sctp_b is not None and b.sack_policy is not None
@@ -228,7 +219,7 @@ async def test_data_sprayed_past_a_gap_is_bounded() -> None:
 
 async def test_delay_acks_is_idempotent_and_bounded() -> None:
     path = ImpairedPath(Impairment())
-    a, b = await _pair(path)
+    a, b = await linked_pair(path, settle=0.3)
     try:
         assert delay_acks(a.pc) is a.sack_policy  # installed once per association
         with pytest.raises(ValueError):

@@ -23,6 +23,8 @@ from typing import Any
 
 from aioice import stun
 
+from netcode.transport.ice import ice_connections
+
 __all__ = ["CONSENT_FAILURES", "CONSENT_RETRANSMISSIONS", "patient_consent"]
 
 logger = logging.getLogger(__name__)
@@ -35,17 +37,6 @@ CONSENT_FAILURES = 6
 CONSENT_INTERVAL_S = 5.0
 
 
-def _connections(pc: Any) -> list[Any]:
-    found: list[Any] = []
-    transports = [pc.sctp.transport] if pc.sctp is not None else []
-    transports.extend(t.receiver.transport for t in pc.getTransceivers())
-    for dtls in transports:
-        connection = getattr(getattr(dtls.transport, "iceGatherer", None), "_connection", None)
-        if connection is not None and all(connection is not c for c in found):
-            found.append(connection)
-    return found
-
-
 def patient_consent(pc: Any) -> int:
     """Install the patient consent check on ``pc``'s ICE connections (before they connect).
 
@@ -53,7 +44,7 @@ def patient_consent(pc: Any) -> int:
     then keep aioice's own check).
     """
     installed = 0
-    for connection in _connections(pc):
+    for connection in ice_connections(pc):
         if not all(
             hasattr(connection, name)
             for name in ("query_consent", "_nominated", "build_request", "remote_password")

@@ -152,3 +152,16 @@ def ice_servers_from_env(name: str = "NETCODE_ICE_SERVERS") -> list[IceServer]:
     """The servers listed in environment variable ``name``: URLs separated by whitespace,
     TURN credentials inline (``turn:USER:PASS@HOST:PORT``). Empty if it is not set."""
     return [IceServer.from_url(url) for url in os.environ.get(name, "").split()]
+
+
+def ice_connections(pc: Any) -> list[Any]:
+    """The ``aioice.Connection`` objects under an aiortc ``RTCPeerConnection``, each once
+    (its data-channel transport's and its transceivers'); empty before they exist."""
+    found: list[Any] = []
+    transports = [pc.sctp.transport] if pc.sctp is not None else []
+    transports.extend(t.receiver.transport for t in pc.getTransceivers())
+    for dtls in transports:
+        connection = getattr(getattr(dtls.transport, "iceGatherer", None), "_connection", None)
+        if connection is not None and all(connection is not seen for seen in found):
+            found.append(connection)
+    return found

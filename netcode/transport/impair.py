@@ -62,6 +62,8 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from netcode.transport.ice import ice_connections
+
 __all__ = [
     "DEFAULT_QUEUE_BYTES",
     "DirectionStats",
@@ -668,15 +670,7 @@ class ImpairedPath:
         ``setRemoteDescription``) and before ``setLocalDescription``, so that the first
         connectivity check is impaired too. Raises ValueError if ``pc`` has no ICE transport.
         """
-        connections: list[Any] = []
-        transports = []
-        if pc.sctp is not None:
-            transports.append(pc.sctp.transport)
-        transports.extend(t.receiver.transport for t in pc.getTransceivers())
-        for dtls in transports:
-            connection = dtls.transport.iceGatherer._connection
-            if all(connection is not seen for seen in connections):
-                connections.append(connection)
+        connections = ice_connections(pc)
         if not connections:
             raise ValueError(
                 "the peer connection has no ICE transport yet: attach the impairment after "

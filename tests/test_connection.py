@@ -136,3 +136,32 @@ async def test_sends_are_paced() -> None:
     assert clock[0] == pytest.approx(1.03)  # 25 more at 1000 a second after the burst
     assert received_payloads(link.sent) == [bytes([i]) * 1000 for i in range(50)]
     connection.close()
+
+
+async def test_reliable_messages_wait_for_a_link_and_leave_on_the_next() -> None:
+    from netcode.core import ReliableChannel
+
+    first, second = FakeLink(), FakeLink()
+    connection = DatagramConnection(
+        first, lambda e: None, config=EndpointConfig(ping_interval=None)
+    )
+    channel = ReliableChannel(connection.endpoint)
+    connection.add_flush_hook(channel)
+    connection.detach()  # the link dropped: the session is held
+    for i in range(100):
+        channel.send(bytes([i]) * 100)
+    connection.flush()
+    await asyncio.sleep(0.3)  # past the resend timeout: nothing is sent, or resent, to nowhere
+    assert channel.counters.frames_sent == 0 and channel.counters.messages_resent == 0
+    assert first.sent == []
+    connection.attach(second)
+    await asyncio.sleep(0.05)
+    peer = Endpoint(EndpointConfig(ping_interval=None))
+    receiver = ReliableChannel(peer)
+    for datagram in second.sent:
+        peer.receive_datagram(datagram, 0.0)
+        while (event := peer.next_event()) is not None:
+            if isinstance(event, FrameReceived) and event.frame_type == FrameType.EVENT:
+                receiver.receive_frame(event.payload, 0.0)
+    assert receiver.received() == [bytes([i]) * 100 for i in range(100)]
+    connection.close()

@@ -215,6 +215,21 @@ def test_early_copies_ride_a_datagram_that_leaves_anyway() -> None:
     assert s.tx.counters.messages_resent == 0
 
 
+def test_the_resend_timer_follows_large_rtt_changes_and_ignores_jitter() -> None:
+    s = Scripted(ReliableConfig(redundant_copies=0))
+    s.measure_rtt()  # resend timeout 0.2 s
+    s.tx.send(b"lost")
+    s.from_tx(1.0)
+    assert s.tx.get_timer() == pytest.approx(1.2)
+    rtt = s.a.rtt
+    rtt.smoothed = 0.102  # a timeout 1% longer: the answer stands (a resend 2 ms early)
+    assert s.tx.get_timer() == pytest.approx(1.2)
+    rtt.smoothed = 0.2  # a timeout half again as long: the deadline moves with it
+    assert s.tx.get_timer() == pytest.approx(1.0 + 0.2 + 2 * 0.05)
+    assert s.tx.flush(1.25) == 0
+    assert s.tx.flush(1.3) == 1
+
+
 def test_a_resend_earns_no_new_early_copies() -> None:
     s = Scripted(ReliableConfig(redundant_copies=1))
     s.tx.send(b"m0")

@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "replication": ("netcode_tools.bench_replication", "snapshot size and speed on seeded scenes"),
     "resume": ("netcode_tools.bench_resume", "join and resume times on an impaired path"),
+    "queue": (
+        "netcode_tools.bench_queue",
+        "reliable channel CPU per received datagram while its peer is stalled",
+    ),
 }
 
 

@@ -224,6 +224,11 @@ _DATAGRAM_ROOM = MAX_DATAGRAM_BYTES - HEADER_BYTES
 _FRAME_OVERHEAD = 3
 
 
+#: get_timer keeps its answer while the resend timeout stays within this fraction of the one
+#: it was computed for (it moves with every RTT sample; recomputing scans the messages in
+#: flight, up to the send queue's bound on a stalled peer)
+_TIMER_SLACK = 0.05
+
 #: Resends of one message back off (x2 each) up to this many seconds apart.
 _MAX_BACKOFF_S = 4.0
 
@@ -234,6 +239,12 @@ def _backoff(timeout: float, out: _Outgoing) -> float:
     if not out.resends:
         return timeout
     return min(timeout * (1 << min(out.resends, 8)), max(timeout, _MAX_BACKOFF_S))
+
+
+def _backoffs(timeout: float) -> list[float]:
+    """``_backoff`` for 0..8 resends (more wait as long as 8), for walks over the queue."""
+    cap = max(timeout, _MAX_BACKOFF_S)
+    return [min(timeout * (1 << resends), cap) for resends in range(9)]
 
 
 def _spare_datagram_room(queued_bytes: int) -> int:
@@ -293,11 +304,21 @@ class ReliableChannel:
         self._max_buffered_bytes = config.max_send_queue_bytes + config.max_message_bytes
         self._delivered: deque[bytes] = deque()
         self._fallback_ack_owed = False
-        # get_timer's answer, kept while nothing it depends on changed: every change to the
-        # sending state counts in _changes (a stalled peer leaves up to max_send_queue
-        # messages outstanding, and get_timer runs on every flush of the connection)
+        # get_timer's answer, kept while nothing that could make it earlier changed (a
+        # stalled peer leaves up to max_send_queue messages outstanding, and the connection
+        # asks on every datagram it receives): a new or LOST message sets _urgent (the answer
+        # is "at once" without a walk over the queue), and every other change that can move
+        # a deadline counts in _changes. An acknowledgement only removes deadlines, so the
+        # answer stands (at worst a flush comes early, finds nothing due and recomputes it).
+        # The resend timeout moves with every RTT sample; a change within _TIMER_SLACK of the
+        # one the answer was computed for keeps it (a resend a few percent early or late).
+        self._urgent = False
         self._changes = 0
-        self._timer_key: tuple[int, bool, float] | None = None
+        # timer resends wait until then (see flush), a doubling hold while nothing is acked
+        self._hold_until = 0.0
+        self._hold_level = 0
+        self._timer_key: tuple[int, bool] | None = None
+        self._timer_timeout = 0.0
         self._timer_value: float | None = None
 
     # ---------------------------------------------------------------- API: sending
@@ -318,7 +339,6 @@ class ReliableChannel:
                 f"unacknowledged messages (max_send_queue_messages); the peer is not keeping up"
             )
         message_id = self._next_id
-        self._changes += 1
         if n > config.max_inline_bytes:
             if n > config.max_message_bytes:
                 raise ValueError(
@@ -343,6 +363,7 @@ class ReliableChannel:
             )
         self._next_id = seq_add(message_id, 1)
         self._outgoing[message_id] = _Outgoing(message)
+        self._urgent = True
         self._outgoing_bytes += n
         self.counters.messages_queued += 1
         return message_id
@@ -357,11 +378,15 @@ class ReliableChannel:
         ``ReliableConfig.redundant_copies``).
         """
         self._last_flush_at = now
-        self._changes += 1
         if self._fallback_ack_owed:
             self._send_fallback_ack()
         if not self._outgoing:
             return 0
+        if not self._urgent:
+            when = self.get_timer()
+            if when is None or when > now:
+                return 0  # nothing due: no walk over the queue
+        self._changes += 1  # the walk below finds what is due; get_timer's answer is stale
         config = self.config
         timeout = self.resend_timeout
         spacing = config.copy_spacing_s
@@ -369,22 +394,35 @@ class ReliableChannel:
         base = self._window_base()
         room_per_frame = config.max_frame_bytes - EVENT_FRAME_HEADER_BYTES
         due_bytes = 0
+        hold = self._hold_until
+        waits = _backoffs(timeout)
+        timed_out = False
         selected: list[tuple[int, _Outgoing]] = []
         candidates: list[tuple[int, _Outgoing]] = []
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= window:
                 break  # the receiver might not have room for it yet
-            if (
-                out.last_sent is None
-                or out.due
-                # (_backoff inlined for the usual case, no resend yet: this runs every flush)
-                or now >= out.last_copy + (_backoff(timeout, out) if out.resends else timeout)
-            ):
+            if out.last_sent is None or out.due:
                 selected.append((message_id, out))
                 due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
+            elif now >= out.last_copy + waits[min(out.resends, 8)]:
+                if now >= hold:  # else it waits for the peer's next sign of life
+                    selected.append((message_id, out))
+                    due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
+                    timed_out = True
             elif out.copies < config.redundant_copies and now >= out.last_copy + spacing:
                 candidates.append((message_id, out))
+        if timed_out:
+            # Nothing acknowledged for a whole resend timeout: the path may be stalled.
+            # Until the peer acknowledges something, no other message resends on its timer
+            # before a doubling hold (as TCP backs off its one retransmission timer), so a
+            # stalled peer is sent a few frames per hold, not its whole queue.
+            self._hold_level = level = self._hold_level + 1
+            self._hold_until = now + min(
+                timeout * (1 << min(level, 8)), max(timeout, _MAX_BACKOFF_S)
+            )
         if not selected:
+            self._urgent = False
             # Early copies only ride datagrams that leave anyway: the frames queued in the
             # endpoint, in the room their last datagram has left.
             room = _spare_datagram_room(self.endpoint.send_queue_bytes)
@@ -423,8 +461,11 @@ class ReliableChannel:
             batch.append((message_id, out))
             room -= cost
             previous = message_id
-        if batch and self._emit(batch, now):
+        if batch:
+            if not self._emit(batch, now):
+                return frames
             frames += 1
+        self._urgent = False  # every message that was new or due left
         return frames
 
     def get_timer(self) -> float | None:
@@ -436,6 +477,8 @@ class ReliableChannel:
             return self._last_flush_at
         if not self._outgoing:
             return None
+        if self._urgent:
+            return self._last_flush_at
         config = self.config
         timeout = self.resend_timeout
         # Early copies are worth a flush only while a datagram is about to leave.
@@ -443,25 +486,36 @@ class ReliableChannel:
             config.redundant_copies > 0
             and _spare_datagram_room(self.endpoint.send_queue_bytes) > _MIN_COPY_FRAME_BYTES
         )
-        key = (self._changes, copies, timeout)
-        if key == self._timer_key:
+        key = (self._changes, copies)
+        if key == self._timer_key and abs(timeout - self._timer_timeout) <= (
+            _TIMER_SLACK * self._timer_timeout
+        ):
             return self._timer_value
         self._timer_key = key
+        self._timer_timeout = timeout
         self._timer_value = value = self._earliest_deadline(timeout, copies)
         return value
 
     def _earliest_deadline(self, timeout: float, copies: bool) -> float | None:
         config = self.config
         base = self._window_base()
+        hold = self._hold_until
+        last_flush = self._last_flush_at
+        waits = _backoffs(timeout)
+        window = config.window
+        copy_limit = config.redundant_copies if copies else 0
+        spacing = config.copy_spacing_s
         earliest: float | None = None
         for message_id, out in self._outgoing.items():
-            if seq_diff(message_id, base) >= config.window:
+            if seq_diff(message_id, base) >= window:
                 break
             if out.last_sent is None or out.due:
-                return self._last_flush_at
-            deadline = out.last_copy + _backoff(timeout, out)
-            if copies and out.copies < config.redundant_copies:
-                deadline = min(deadline, out.last_copy + config.copy_spacing_s)
+                return last_flush
+            deadline = out.last_copy + waits[min(out.resends, 8)]
+            if deadline <= last_flush:
+                deadline = hold  # timed out, held (no early copy then: it would be a resend)
+            elif out.copies < copy_limit and out.last_copy + spacing < deadline:
+                deadline = out.last_copy + spacing
             if earliest is None or deadline < earliest:
                 earliest = deadline
         return earliest
@@ -600,8 +654,14 @@ class ReliableChannel:
 
     def _on_frame(self, token: int, ids: tuple[int, ...], delivery: Delivery) -> None:
         outgoing = self._outgoing
-        self._changes += 1
         if delivery is Delivery.ACKED:
+            if self._hold_until:  # a sign of life: timed-out messages resend at once
+                self._hold_until = 0.0
+                self._hold_level = 0
+                self._changes += 1
+            if seq_diff(self._next_id, self._window_base()) > self.config.window:
+                # messages past the window may enter it now: unsent, so due at once
+                self._urgent = True
             self.counters.frames_acked += 1
             for message_id in ids:
                 out = outgoing.pop(message_id, None)
@@ -618,6 +678,7 @@ class ReliableChannel:
                 # and the backed-off timer paces resends.
                 if out is not None and out.frame == token and not out.resends:
                     out.due = True
+                    self._urgent = True
 
     def _send_fallback_ack(self) -> None:
         payload = encode_event_frame(self._next_expected, [])
@@ -642,7 +703,7 @@ class ReliableChannel:
             self.counters.fallback_acks_ignored += 1
             return
         outstanding = self._fallback_outstanding
-        self._changes += 1
+        self._urgent = True  # the window's base may move: messages past it may enter it
         while outstanding and seq_diff(next_expected, outstanding[0]) > 0:
             outstanding.popleft()
 

@@ -188,6 +188,16 @@ class DatagramConnection:
             self._drain()
             self._arm(now + _BACKLOG_RETRY_S)
             return
+        if link is None:
+            # No link (a drop): frames wait in the endpoint, where superseded snapshot parts
+            # replace older ones and stale data expires, and leave on the next link at once.
+            # The hooks (reliable channels) wait too: their messages would only be resent
+            # into the void, and a held session's queue is as long as its grace period
+            # allows; attach() flushes them.
+            self._drain()
+            endpoint_timer = endpoint.get_timer()
+            self._arm(None if endpoint_timer is None else max(endpoint_timer, now + 0.05))
+            return
         timer: float | None = None
         for hook in self._hooks:
             when = hook.get_timer()
@@ -198,15 +208,6 @@ class DatagramConnection:
                 # a hook's "now" (a time already past) waits a millisecond, not a busy loop
                 when = max(when, now + 0.001)
                 timer = when if timer is None else min(timer, when)
-        if link is None:
-            # No link (a drop): frames wait in the endpoint, where superseded snapshot parts
-            # replace older ones and stale data expires, and leave on the next link at once.
-            self._drain()
-            endpoint_timer = endpoint.get_timer()
-            if endpoint_timer is not None:
-                timer = endpoint_timer if timer is None else min(timer, endpoint_timer)
-            self._arm(None if timer is None else max(timer, now + 0.05))
-            return
         tokens = min(
             float(self.pacing_burst), self._tokens + (now - self._tokens_at) * self.pacing_rate
         )

@@ -78,6 +78,7 @@ FIELDS: dict[Kind, Any] = {
             "resume_secret": text,
             "grace_ms": u32,
             "dead_after_ms": u32,
+            "message_bytes_per_s": u32,
         }
     ),
     Kind.PARTICIPANT_JOINED: participant,

@@ -213,7 +213,7 @@ async def test_messages_over_the_channel_limit_cost_their_sender(server: RoomSer
             sender.link.reliable.raw.send(b"o" * 20_000)  # past our own wrapper's limit
         await talker.local_participant.publish_data(f"m{published}", reliable=True)
         published += 1
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # 200 kB/s: within the byte budget
     await eventually(lambda: reasons, timeout=5)
     assert reasons == ["protocol_error"]
     assert server.protocol_errors >= server.max_protocol_errors

@@ -257,6 +257,36 @@ def test_resends_after_timeouts_back_off() -> None:
     assert s.tx.counters.messages_resent == 3
 
 
+def test_a_stalled_peer_is_probed_not_fed_its_whole_queue_again() -> None:
+    s = Scripted(ReliableConfig(redundant_copies=0))
+    s.measure_rtt()  # resend timeout 0.2 s
+    for i in range(300):
+        s.tx.send(i.to_bytes(2, "big") * 20)
+    now = 1.0
+    while now < 21.0:  # twenty seconds of silence: everything sent is lost
+        s.from_tx(now)
+        now += 0.05
+    # Each message's first LOST report resends it once (300); after that, timer resends
+    # come a few frames per doubling hold. Each message on its own backed-off timer was
+    # resent every 4 s: over 1,700 resends.
+    assert 300 <= s.tx.counters.messages_resent < 700
+    # The peer answers again: its acknowledgement of any datagram (a PING) ends the hold,
+    # and everything timed out is due at once.
+    held = s.tx.get_timer()
+    assert held is not None and held > now
+    s.a.send_frame(FrameType.INPUT, b"input")
+    s.to_rx(s.a.datagrams_to_send(now), now)
+    s.to_tx(s.b.datagrams_to_send(now + 0.1), now + 0.1)
+    now += 0.1
+    assert s.tx.get_timer() <= now  # type: ignore[operator]
+    for _ in range(40):
+        s.to_rx(s.from_tx(now), now)
+        s.to_tx(s.from_rx(now), now + 0.01)
+        now += 0.05
+    assert s.rx.received() == [i.to_bytes(2, "big") * 20 for i in range(300)]
+    assert s.tx.unacked_messages == 0
+
+
 def test_a_resends_lost_report_waits_for_the_backed_off_timer() -> None:
     s = Scripted(ReliableConfig(initial_resend_s=0.9, max_resend_s=5.0, redundant_copies=0))
     s.tx.send(b"m")

@@ -16,6 +16,7 @@ from helpers import eventually
 from netcode.cli import make_token
 from netcode.errors import ProtocolError
 from netcode.rooms import Room, RoomServer
+from netcode.rooms.limits import PeerBudgets
 from netcode.rooms.server import ExtensionChannel
 from netcode.rooms.streams import (
     CHUNK_BYTES,
@@ -116,6 +117,35 @@ async def test_one_mib_arrives_intact_with_progress(server: RoomServer, connect:
     assert {t for _, t in progress} == {len(data)}
     assert len(progress) == -(-len(data) // CHUNK_BYTES)
     assert server.streams.streams_in_flight == 0
+
+
+async def test_a_stream_keeps_to_the_servers_byte_budget() -> None:
+    # The server takes 200 kB/s of reliable bytes from a client, with a 40 kB burst, and
+    # cuts off one that sends more; it says so in JOINED, and the stream paces itself.
+    budgets = PeerBudgets(message_bytes_per_s=200_000, message_bytes_burst=40_000)
+    server = RoomServer(KEY, SECRET, budgets=budgets)
+    await server.start("127.0.0.1", 0)
+    alice, bob = Room(), Room()
+    try:
+        await alice.connect(server.url, token("alice"))
+        await bob.connect(server.url, token("bob"))
+        await eventually(lambda: "bob" in alice.remote_participants)
+        received = Received()
+        bob.register_byte_stream_handler("files", received.read)
+        assert alice.streams.max_bytes_per_s == 150_000  # STREAM_BUDGET_SHARE of it
+        data = os.urandom(600_000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await alice.local_participant.send_bytes(data, topic="files")
+        elapsed = loop.time() - started
+        assert elapsed >= 0.95 * (len(data) - CHUNK_BYTES) / 150_000  # about 4 s
+        ((_, _, got),) = received.done
+        assert got == data
+        assert alice.connection_state.value == "connected"  # not cut off as flooding
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+        await server.stop()
 
 
 async def test_text_stream_and_iteration(connect: Any) -> None:

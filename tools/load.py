@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -782,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     add_client_network_arguments(parser)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    level = os.environ.get("NETCODE_LOG_LEVEL")  # e.g. INFO: the bots' resumes, and why
+    if level:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s: %(message)s")
     args.network = client_network_options(parser, args)
     # what a bot process needs of the network options, as given
     raw = argparse.ArgumentParser(add_help=False)

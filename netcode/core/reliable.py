@@ -316,6 +316,7 @@ class ReliableChannel:
         self._changes = 0
         # timer resends wait until then (see flush), a doubling hold while nothing is acked
         self._hold_until = 0.0
+        self._hold_set_at = 0.0
         self._hold_level = 0
         self._timer_key: tuple[int, bool] | None = None
         self._timer_timeout = 0.0
@@ -394,6 +395,7 @@ class ReliableChannel:
         base = self._window_base()
         room_per_frame = config.max_frame_bytes - EVENT_FRAME_HEADER_BYTES
         due_bytes = 0
+        self._check_hold()
         hold = self._hold_until
         waits = _backoffs(timeout)
         timed_out = False
@@ -415,12 +417,29 @@ class ReliableChannel:
         if timed_out:
             # Nothing acknowledged for a whole resend timeout: the path may be stalled.
             # Until the peer acknowledges something, no other message resends on its timer
-            # before a doubling hold (as TCP backs off its one retransmission timer), so a
-            # stalled peer is sent a few frames per hold, not its whole queue.
+            # before a doubling hold (as TCP backs off its one retransmission timer).
+            stalled = self._hold_level > 0  # and nothing acknowledged since the last one
+            self._hold_set_at = now
             self._hold_level = level = self._hold_level + 1
             self._hold_until = now + min(
                 timeout * (1 << min(level, 8)), max(timeout, _MAX_BACKOFF_S)
             )
+        if timed_out and stalled:
+            # A timeout after a timeout: as TCP resends its oldest segment, one frame of the
+            # oldest messages goes (the ones the receiver waits on, whatever their own
+            # timers say). So a stalled peer is sent a frame per hold, not its whole queue.
+            # What else was due goes at the next flush.
+            probe: list[tuple[int, _Outgoing]] = []
+            room = room_per_frame
+            for message_id, out in self._outgoing.items():
+                cost = event_entry_bytes(0, len(out.data))
+                if seq_diff(message_id, base) >= window or cost > room:
+                    break
+                probe.append((message_id, out))
+                room -= cost
+            sent = self._emit(probe, now, resend=True) if probe else False
+            self._urgent = True
+            return 1 if sent else 0
         if not selected:
             self._urgent = False
             # Early copies only ride datagrams that leave anyway: the frames queued in the
@@ -479,6 +498,7 @@ class ReliableChannel:
             return None
         if self._urgent:
             return self._last_flush_at
+        self._check_hold()
         config = self.config
         timeout = self.resend_timeout
         # Early copies are worth a flush only while a datagram is about to leave.
@@ -617,8 +637,9 @@ class ReliableChannel:
                 base = oldest
         return base
 
-    def _emit(self, batch: list[tuple[int, _Outgoing]], now: float) -> bool:
-        """Send one frame of ``batch``; False if the endpoint's queue is full."""
+    def _emit(self, batch: list[tuple[int, _Outgoing]], now: float, resend: bool = False) -> bool:
+        """Send one frame of ``batch`` (``resend``: all of it as resends, none as early
+        copies); False if the endpoint's queue is full."""
         token = self._next_frame_token
         ids = tuple(message_id for message_id, _ in batch)
         payload = encode_event_frame(ids[0], [(message_id, out.data) for message_id, out in batch])
@@ -637,7 +658,7 @@ class ReliableChannel:
         for _, out in batch:
             if out.last_sent is None:
                 counters.messages_sent += 1
-            elif not out.due and now < out.last_copy + _backoff(timeout, out):
+            elif not (resend or out.due) and now < out.last_copy + _backoff(timeout, out):
                 # An early copy: the LOST trigger stays with the transmission it copies;
                 # the resend timer runs from the latest copy.
                 counters.messages_redundant += 1
@@ -652,13 +673,30 @@ class ReliableChannel:
             out.due = False
         return True
 
+    def _check_hold(self) -> None:
+        if self._hold_until:
+            acked = self.endpoint.last_acked_at
+            if acked is not None and acked > self._hold_set_at:
+                self._end_hold()  # the peer acknowledged a datagram (a PING): it is back
+
+    def _end_hold(self) -> None:
+        if self._hold_level > 1:
+            # The peer is back after a stall (timeouts in a row, nothing acknowledged):
+            # what it was sent meanwhile is lost, and the messages' own timers are out of
+            # order after the probes. Everything goes again, oldest first.
+            for out in self._outgoing.values():
+                if out.last_sent is not None:
+                    out.due = True
+            self._urgent = True
+        self._hold_until = 0.0
+        self._hold_level = 0
+        self._changes += 1
+
     def _on_frame(self, token: int, ids: tuple[int, ...], delivery: Delivery) -> None:
         outgoing = self._outgoing
         if delivery is Delivery.ACKED:
             if self._hold_until:  # a sign of life: timed-out messages resend at once
-                self._hold_until = 0.0
-                self._hold_level = 0
-                self._changes += 1
+                self._end_hold()
             if seq_diff(self._next_id, self._window_base()) > self.config.window:
                 # messages past the window may enter it now: unsent, so due at once
                 self._urgent = True

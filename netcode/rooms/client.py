@@ -1063,6 +1063,7 @@ class Room(EventEmitter):
         self._session = {"session": body.session, "secret": body.resume_secret}
         self.grace_period = body.grace_ms / 1000
         self.dead_after = max(body.dead_after_ms / 1000, 0.5)
+        self.streams.pace_to_budget(body.message_bytes_per_s)
         for wire in body.participants:
             self._add_participant(wire)
         for wire in body.tracks:

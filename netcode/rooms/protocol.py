@@ -234,6 +234,9 @@ _BODIES = {
         "resume_secret" / _String,  # proves the session is ours (hex); keep it secret
         "grace_ms" / Int32ub,  # how long the server holds the session after a drop
         "dead_after_ms" / Int32ub,  # silence after which either end declares the link dead
+        # the reliable bytes a second the server takes from you (PeerBudgets); streams pace
+        # themselves under it
+        "message_bytes_per_s" / Int32ub,
     ),
     Kind.PARTICIPANT_JOINED: PARTICIPANT,
     Kind.PARTICIPANT_LEFT: Struct("pid" / Int16ub),

@@ -620,9 +620,11 @@ class ServerParticipant:
         self.server.flood_disconnects += 1
         self.disconnect(
             "flooding",
-            f"too many {what} a second (budgets: {budgets.datagrams_per_s:g} datagrams, "
-            f"{budgets.messages_per_s:g} messages, {budgets.events_per_s:g} events, "
-            f"{budgets.rpc_per_s:g} RPC, {budgets.relay_bytes_per_s:g} bytes relayed)",
+            f"too many {what} a second (budgets: {budgets.datagrams_per_s:g} datagrams and "
+            f"{budgets.datagram_bytes_per_s:g} bytes, {budgets.messages_per_s:g} reliable "
+            f"messages and {budgets.message_bytes_per_s:g} bytes, "
+            f"{budgets.events_per_s:g} events, {budgets.rpc_per_s:g} RPC, "
+            f"{budgets.relay_bytes_per_s:g} bytes relayed)",
         )
 
     def on_reliable(self, data: bytes | str) -> None:
@@ -830,6 +832,9 @@ class ServerRoom:
             resume_secret=participant.resume_secret,
             grace_ms=round(self.server.grace_period * 1000),
             dead_after_ms=round(self.server.dead_after * 1000),
+            message_bytes_per_s=min(
+                round(participant.meter.budgets.message_bytes_per_s), 2**32 - 1
+            ),
         )
         for other in self.participants.values():
             other.send_message(Kind.PARTICIPANT_JOINED, **participant.wire())

@@ -49,6 +49,10 @@ SCTP layer one message at a time, after the previous one is acknowledged, so a d
 would not go faster; it would only hold back everything else sent on the connection. (While
 any chunk waits there, the lossy channel's own backpressure drops datagrams: a stream and a
 fast game on one connection compete, and streams are for loading screens and side data.)
+It also keeps to a byte rate: the server takes only so many reliable bytes a second from a
+client (``PeerBudgets.message_bytes_per_s``, 256 kB/s by default, sent in JOINED) and cuts
+off one that sends more as ``flooding``, so a client's streams together send at most
+:data:`STREAM_BUDGET_SHARE` of it (``room.streams.max_bytes_per_s``).
 """
 
 from __future__ import annotations
@@ -121,6 +125,9 @@ DEFAULT_READER_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_STREAMS_IN_FLIGHT = 16
 #: The server cuts a receiver whose connection has more than this waiting to be sent.
 MAX_RELAY_BACKLOG_BYTES = 4 * 1024 * 1024
+#: The share of the server's reliable byte budget (``JOINED.message_bytes_per_s``) that a
+#: client's streams use together, leaving the rest to its other reliable messages.
+STREAM_BUDGET_SHARE = 0.75
 #: How long a sender waits, after its TRAILER, for the server's RESULT.
 RESULT_TIMEOUT_S = 30.0
 _PACING_SLEEP_S = 0.002
@@ -392,6 +399,12 @@ class StreamsClient:
         self.reader_buffer_bytes = DEFAULT_READER_BUFFER_BYTES
         #: sending waits while more than this many bytes wait in the connection's queues
         self.backlog_limit_bytes = DEFAULT_BACKLOG_LIMIT_BYTES
+        #: the bytes a second all streams sent together keep under (None: no limit). Set
+        #: when the room joins to STREAM_BUDGET_SHARE of what the server takes from this
+        #: client; a server cuts off a client that sends more as ``flooding``
+        self.max_bytes_per_s: float | None = None
+        self._allowance = float(CHUNK_BYTES)
+        self._allowance_at: float | None = None
         self._text_handlers: dict[str, TextStreamHandler] = {}
         self._byte_handlers: dict[str, ByteStreamHandler] = {}
         self._incoming: dict[tuple[int, int], _Incoming] = {}
@@ -399,6 +412,30 @@ class StreamsClient:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         room.extension_handlers[channel] = self._on_message
+
+    def pace_to_budget(self, server_bytes_per_s: int) -> None:
+        """The server takes ``server_bytes_per_s`` reliable bytes a second from this client
+        (0: it did not say): streams keep to their share of it."""
+        self.max_bytes_per_s = server_bytes_per_s * STREAM_BUDGET_SHARE or None
+
+    async def _pace(self, size: int) -> None:
+        """Wait until ``size`` more bytes keep the streams under ``max_bytes_per_s`` (a
+        token bucket shared by every stream this client sends, one chunk deep)."""
+        rate = self.max_bytes_per_s
+        if not rate:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if self._allowance_at is not None:
+                self._allowance = min(
+                    self._allowance + (now - self._allowance_at) * rate, float(CHUNK_BYTES)
+                )
+            self._allowance_at = now
+            if self._allowance >= size:  # (a chunk is at most CHUNK_BYTES: it fits)
+                self._allowance -= size
+                return
+            await asyncio.sleep((size - self._allowance) / rate)
 
     # registration
 
@@ -555,6 +592,9 @@ class StreamsClient:
                     break  # every receiver is done (or gone): stop sending
                 if sent + len(chunk) > size:
                     raise ValueError("the stream's data grew while it was being sent")
+                await self._pace(len(chunk))
+                if result.done():
+                    break
                 self._send_message(StreamMessageType.CHUNK, stream_id=stream_id, data=chunk)
                 sent += len(chunk)
                 if on_progress is not None:

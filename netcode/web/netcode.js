@@ -1316,6 +1316,7 @@ function decodeServerMessage(data) {
       body.resumeSecret = r.str();
       body.graceMs = r.u32();
       body.deadAfterMs = r.u32();
+      body.messageBytesPerS = r.u32();
       break;
     }
     case Kind.PARTICIPANT_JOINED: body = readParticipant(r); break;

@@ -110,7 +110,7 @@ async def test_new_topic_names_have_a_rate_budget(server: RoomServer) -> None:
 
 
 async def test_the_fan_out_of_published_data_is_the_senders_budget() -> None:
-    budgets = PeerBudgets(relay_bytes_per_s=40_000, burst_s=1)
+    budgets = PeerBudgets(relay_bytes_per_s=40_000, relay_bytes_burst=40_000, burst_s=1)
     server = RoomServer(KEY, SECRET, budgets=budgets)
     await server.start("127.0.0.1", 0)
     try:

@@ -445,6 +445,9 @@ class FakeLink:
     def on_refused(self, handler: Callable[[str, int], object] | None) -> None:
         self.refused_handler = handler
 
+    def on_inbound_bytes(self, handler: Callable[[int], bool] | None) -> bool:
+        return False  # no SCTP chunks here: the server meters whole messages
+
     def on_state_change(self, handler: Callable[[str], object]) -> None:
         pass
 

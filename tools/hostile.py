@@ -51,6 +51,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from netcode.cli import make_token
@@ -90,6 +91,8 @@ __all__ = [
 
 _UNCOUNTED = (bytes((Kind.ACK,)), bytes((Kind.RESUMED,)))
 
+#: Seconds the hostile clients have to join before they say READY all the same.
+READY_TIMEOUT_S = 30.0
 #: Datagrams a second one flooder sends (the server's default budget is 1000).
 FLOOD_RATE = 1500.0
 
@@ -124,9 +127,21 @@ class Hostile:
         self.closed_after_s: float | None = None
         self.connect_failed = ""
         self.extra: dict[str, Any] = {}
+        #: set once joined (or failed to): the run measures from the attack, not the join
+        self.ready = asyncio.Event()
+        #: the attack starts when this is set (run_hostiles sets it when told to go)
+        self.go = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         raise NotImplementedError
+
+    async def wait_go(self, stop: asyncio.Event) -> None:
+        """Say ready, then wait for the word to attack (or for the end)."""
+        self.ready.set()
+        waits = [asyncio.ensure_future(self.go.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
 
     def report(self) -> dict[str, Any]:
         return {
@@ -168,13 +183,15 @@ class LinkHostile(Hostile):
             link = self.link = await connect_peer(self.url, self.token, room=self.room, timeout=15)
         except (NetcodeError, OSError) as exc:
             self.connect_failed = f"{type(exc).__name__}: {exc}"[:160]
+            self.ready.set()
             return
-        self.started = loop.time()
         link.on_reliable(self._on_reliable)
         if self.acks:
             link.on_lossy(lambda data: self.endpoint.receive_datagram(data, loop.time()))
         keepalive = loop.create_task(self._keep_alive(stop))
         try:
+            await self.wait_go(stop)
+            self.started = loop.time()
             await self.attack(stop)
         finally:
             keepalive.cancel()
@@ -378,8 +395,9 @@ class SignalingFlood(Hostile):
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        self.started = loop.time()
         sdp = await make_offer()
+        await self.wait_go(stop)
+        self.started = loop.time()
         valid = json.dumps({"sdp": sdp, "type": "offer", "token": self.token}).encode()
         refused = json.dumps({"sdp": sdp, "type": "offer", "token": "a.b.c"}).encode()
         bodies = (valid, refused, b"{", b'{"sdp": 1}', b"x" * 70_000)
@@ -421,8 +439,14 @@ async def run_hostiles(
     room: str,
     specs: list[tuple[str, int]],
     stop: asyncio.Event,
+    go: asyncio.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the hostile clients until ``stop``; returns each one's report."""
+    """Run the hostile clients until ``stop``; returns each one's report.
+
+    They join, then ``on_ready()`` is called, and they attack once ``go`` is set (at once
+    without ``go``): a run measures the attack, not the joins (honest joins cost the same).
+    """
     hostiles = [
         KINDS[kind](index, url, key, secret, room)
         for kind, count in specs
@@ -433,7 +457,22 @@ async def run_hostiles(
     for hostile in hostiles:
         tasks.append(asyncio.get_running_loop().create_task(hostile.run(stop)))
         await asyncio.sleep(0.05)
+    readies = [asyncio.ensure_future(hostile.ready.wait()) for hostile in hostiles]
+    await asyncio.wait(readies, timeout=READY_TIMEOUT_S)
+    for waiting in readies:
+        waiting.cancel()
+    if on_ready is not None:
+        on_ready()
+
+    async def relay_go() -> None:
+        if go is not None:
+            await go.wait()
+        for hostile in hostiles:
+            hostile.go.set()
+
+    relay = asyncio.get_running_loop().create_task(relay_go())
     await asyncio.gather(*tasks, return_exceptions=True)
+    relay.cancel()
     await stop.wait()  # every one cut off early: report when asked, as the others would
     return [hostile.report() for hostile in hostiles]
 
@@ -461,6 +500,25 @@ class HostileProcess:
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
+
+    async def ready(self) -> None:
+        """Wait until the hostile clients have joined (the child says READY)."""
+        stdout = self.process.stdout
+        assert stdout is not None
+
+        def read() -> None:
+            for line in stdout:
+                if line.strip() == "READY":
+                    return
+            raise RuntimeError("the hostile clients' process ended before it was ready")
+
+        await asyncio.wait_for(asyncio.to_thread(read), READY_TIMEOUT_S + 30)
+
+    def go(self) -> None:
+        """Tell the hostile clients to attack."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
 
     async def stop(self) -> list[dict[str, Any]]:
         """Stop the hostile clients; their reports."""
@@ -498,25 +556,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3600.0)
     args = parser.parse_args(argv)
     specs = [parse_spec(spec) for spec in args.hostile]
+    # Hostile clients run on machines of their own in the wild: here they share the honest
+    # bots' core, and a generator pushing megabytes a second through aiortc would slow the
+    # bots themselves and show in their latencies. At a lower priority it takes the CPU
+    # the bots and the server leave (most of a core on this machine).
+    os.nice(10)
     key = os.environ.get("NETCODE_HOSTILE_KEY", "")
     secret = os.environ.get("NETCODE_HOSTILE_SECRET", "")
 
     async def run() -> list[dict[str, Any]]:
-        stop = asyncio.Event()
+        stop, go = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         if sys.stdin is not None and not sys.stdin.isatty():
-            loop.add_reader(sys.stdin.fileno(), lambda: _on_stdin(stop))
+            loop.add_reader(sys.stdin.fileno(), lambda: _on_stdin(stop, go))
+        else:
+            go.set()
         loop.call_later(args.duration, stop.set)
-        return await run_hostiles(args.url, key, secret, args.room, specs, stop)
+        return await run_hostiles(
+            args.url, key, secret, args.room, specs, stop, go, lambda: print("READY", flush=True)
+        )
 
     reports = asyncio.run(run())
     print("HOSTILE " + json.dumps(reports), flush=True)
     return 0
 
 
-def _on_stdin(stop: asyncio.Event) -> None:
+def _on_stdin(stop: asyncio.Event, go: asyncio.Event) -> None:
     line = sys.stdin.readline()
-    if not line or line.strip() == "stop":
+    if line.strip() == "go":
+        go.set()
+    elif not line or line.strip() == "stop":
         asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
         stop.set()
 
@@ -630,8 +699,9 @@ if __name__ == "__main__":
 
 # --- the hooks netcode-load calls ----------------------------------------------------------------
 
-#: Seconds the hostile clients get to join before the measurement starts.
-SETTLE_S = 3.0
+#: Seconds between the hostile clients' joins and their attack (and the measurement): the
+#: joins' aftermath (announcements, first snapshots) settles.
+SETTLE_S = 1.0
 
 #: The honest figures a --compare run shows beside the run without hostile clients.
 HONEST_KEYS = (
@@ -713,7 +783,9 @@ class Scenario:
         """Once the bots joined: the hostile clients join, the soak monitor starts."""
         if self.specs:
             self.process = HostileProcess(url, key, secret, self.room, self.specs)
+            await self.process.ready()  # joined: their joins are not what is measured
             await asyncio.sleep(SETTLE_S)
+            self.process.go()  # the attack starts as the measurement does
         if self.specs or self.soak:
             from .soak import SoakMonitor
 

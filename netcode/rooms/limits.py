@@ -40,7 +40,8 @@ class PeerBudgets:
     #: bytes of published data a second, counted once per receiver the server relays it
     #: to (the fan-out is the sender's: one packet to 15 others costs 15 copies). Over it,
     #: lossy packets are dropped (throttled) and a reliable one disconnects (``flooding``)
-    relay_bytes_per_s: float = 1_000_000.0
+    relay_bytes_per_s: float = 256_000.0
+    relay_bytes_burst: float = 256_000.0
     #: new topic names a second, after a first burst of ``new_topics_burst`` (a game binds
     #: its few topics as it starts; a peer inventing names faster makes every receiver
     #: learn them: it is disconnected, ``too_many_topics``)
@@ -70,7 +71,7 @@ class PeerMeter:
         self._message_bytes = TokenBucket(b.message_bytes_per_s, b.message_bytes_burst)
         self._events = bucket(b.events_per_s)
         self._rpc = bucket(b.rpc_per_s)
-        self._relay_bytes = bucket(b.relay_bytes_per_s)
+        self._relay_bytes = TokenBucket(b.relay_bytes_per_s, b.relay_bytes_burst)
         self._topics = TokenBucket(b.new_topics_per_s, max(1.0, float(b.new_topics_burst)))
         # throttled datagrams the peer may send before it counts as flooding
         self._drops = TokenBucket(
@@ -94,11 +95,17 @@ class PeerMeter:
         return self._flooding
 
     def message(self, now: float, size: int) -> bool:
-        """A reliable message arrived; False: over budget."""
-        if self._messages.take(now) and self._message_bytes.take(now, size):
+        """A reliable message arrived (``size``: its bytes, or 0 when they were counted as
+        they arrived, with :meth:`message_bytes`); False: over budget."""
+        if self._messages.take(now) and (not size or self._message_bytes.take(now, size)):
             return True
         self._count("messages")
         return False
+
+    def message_bytes(self, now: float, size: int) -> bool:
+        """``size`` bytes of a reliable message arrived (a part of it, before it is whole);
+        False: over budget."""
+        return self._within(self._message_bytes, "message_bytes", now, size)
 
     def event(self, now: float) -> bool:
         return self._within(self._events, "events", now)

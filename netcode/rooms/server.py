@@ -221,7 +221,8 @@ class ServerTrack:
 
     def relay(self, message: bytes | str) -> None:
         owner = self.owner
-        if not owner.meter.message(owner.connection.now(), len(message)):
+        size = 0 if owner.bytes_metered else len(message)
+        if not owner.meter.message(owner.connection.now(), size):
             owner._flooding("data-track messages")
             return
         self.relayed += 1
@@ -284,6 +285,9 @@ class ServerParticipant:
             trace.record("open", self.connection.now(), fields, conn=self.identity)
         #: this participant's inbound budgets (see netcode.rooms.limits)
         self.meter = PeerMeter(server.budgets)
+        #: its link charges the reliable bytes as they arrive (SCTP chunks): messages
+        #: then count only as messages
+        self.bytes_metered = False
         self.connection.admit = self._admit_datagram
         self.events = EventLink(
             self.connection.endpoint,
@@ -499,6 +503,7 @@ class ServerParticipant:
         if link is not None:
             link.on_reliable(None)
             link.on_refused(None)
+            link.on_inbound_bytes(None)
             link.on_channel(None)
             asyncio.get_running_loop().create_task(link.close())
 
@@ -546,6 +551,7 @@ class ServerParticipant:
         self.connection.attach(link)
         link.on_reliable(self.on_reliable)
         link.on_refused(self.on_refused)
+        self.bytes_metered = link.on_inbound_bytes(self.inbound_bytes)
         link.on_channel(self.on_channel)
         if self.can_subscribe:
             for track in self.room.tracks():
@@ -630,7 +636,8 @@ class ServerParticipant:
     def on_reliable(self, data: bytes | str) -> None:
         if self._ending:
             return
-        if not self.meter.message(self.connection.now(), len(data)):
+        size = 0 if self.bytes_metered else len(data)
+        if not self.meter.message(self.connection.now(), size):
             self._flooding("reliable messages")
             return
         counted = not (data and isinstance(data, bytes) and data[0] in _UNCOUNTED_BYTES)
@@ -647,10 +654,21 @@ class ServerParticipant:
         budget all the same, and it is a protocol error (our clients never send one)."""
         if self._ending:
             return
-        if not self.meter.message(self.connection.now(), size):
+        if not self.meter.message(self.connection.now(), 0 if self.bytes_metered else size):
             self._flooding("reliable messages")
             return
         self.protocol_error(why)
+
+    def inbound_bytes(self, size: int) -> bool:
+        """``size`` bytes arrived on one of this client's reliable channels (an SCTP chunk,
+        before the message is whole): charged to its budget at once, so a client sending
+        big messages over budget is cut off before the server reassembles them."""
+        if self._ending:
+            return False
+        if self.meter.message_bytes(self.connection.now(), size):
+            return True
+        self._flooding("bytes on its reliable channels")
+        return False
 
     def _on_ack(self, body: Any) -> None:
         self.replay.confirm(body.received)
@@ -846,6 +864,7 @@ class ServerRoom:
                 self._subscribe(participant, track)
         link.on_reliable(participant.on_reliable)
         link.on_refused(participant.on_refused)
+        participant.bytes_metered = link.on_inbound_bytes(participant.inbound_bytes)
         link.on_channel(participant.on_channel)
         logger.info("%s joined room %r as pid %d", claims.identity, self.name, pid)
         if self.host is not None:

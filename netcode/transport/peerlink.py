@@ -623,6 +623,25 @@ class PeerLink:
         # The lossy channel drops non-bytes on receipt, so the handler only sees bytes.
         self.lossy.set_handler(handler)  # type: ignore[arg-type]
 
+    def on_inbound_bytes(self, handler: Callable[[int], bool] | None) -> bool:
+        """Install the meter of the bytes the peer sends on every channel but the lossy one,
+        called with each SCTP DATA chunk's size as it arrives, before it is reassembled into
+        a message: False drops the chunk (the peer went over its budget). Returns False if
+        this link cannot meter chunks (aiortc's own acknowledgements): then meter messages."""
+        policy = self.sack_policy
+        if policy is None:
+            return False
+        if handler is None:
+            policy.admit = None
+            return True
+        lossy_id = self.lossy.raw.id
+
+        def admit(stream_id: int, size: int) -> bool:
+            return stream_id == lossy_id or handler(size)
+
+        policy.admit = admit
+        return True
+
     def on_refused(self, handler: Callable[[str, int], object] | None) -> None:
         """Install the handler of messages a channel refused on receipt (over its size
         limit, or text on a binary channel): called with what was wrong and the size."""

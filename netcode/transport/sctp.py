@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from struct import pack
 from typing import Any
 
@@ -116,6 +117,12 @@ class SackPolicy:
         self.sacks_delayed = 0
         self.data_bundled = 0
         self.data_refused = 0
+        #: called with (stream id, bytes) for each new DATA chunk before aiortc takes it:
+        #: False drops it (the link's owner metered its peer over budget, before the
+        #: reassembly and the rest of the expensive work)
+        self.admit: Callable[[int, int], bool] | None = None
+        #: DATA chunks ``admit`` refused
+        self.data_throttled = 0
         self._receive_data = sctp._receive_data_chunk
         self._data_channel_flush = sctp._data_channel_flush  # aiortc's: queue -> DATA chunks
         self._bundle: list[Any] | None = None  # DATA chunks held while a flush runs
@@ -130,7 +137,24 @@ class SackPolicy:
         if self._past_window(chunk):
             self.data_refused += 1  # new data with no room for it: dropped (6.2)
             return
+        admit = self.admit
+        if (
+            admit is not None
+            and self._is_new(chunk)
+            and not admit(chunk.stream_id, len(chunk.user_data))
+        ):
+            self.data_throttled += 1
+            return
         await self._receive_data(chunk)
+
+    def _is_new(self, chunk: Any) -> bool:
+        """Not a duplicate (a retransmission of a chunk already received)."""
+        sctp = self._sctp
+        last = sctp._last_received_tsn
+        if last is None:
+            return True
+        ahead = (chunk.tsn - last) % 2**32
+        return 0 < ahead < 2**31 and chunk.tsn not in sctp._sack_misordered
 
     def _past_window(self, chunk: Any) -> bool:
         sctp = self._sctp

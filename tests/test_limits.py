@@ -221,6 +221,28 @@ async def test_messages_over_the_channel_limit_cost_their_sender(server: RoomSer
     assert got == [f"m{i}" for i in range(published)]
 
 
+async def test_big_messages_over_the_byte_budget_are_cut_off_before_reassembly() -> None:
+    """The reliable bytes are charged as SCTP chunks arrive: a client sending a message far
+    over its burst is cut off before the server has put the message together."""
+    budgets = PeerBudgets(message_bytes_per_s=20_000, message_bytes_burst=20_000)
+    server = RoomServer(KEY, SECRET, budgets=budgets)
+    await server.start("127.0.0.1", 0)
+    try:
+        sender, reasons = await join(server, "sender")
+        assert sender.link is not None
+        link = server.rooms["arena"].participants[sender.local_participant.pid].link
+        assert link is not None and link.sack_policy is not None
+        sender.link.reliable.raw.send(b"o" * 64 * 1024)  # over the channel's limit, too
+        await eventually(lambda: reasons, timeout=5)
+        assert reasons == ["flooding"]
+        # cut off on its bytes as they came: the message was never put together and refused
+        assert link.sack_policy.data_throttled > 0
+        assert link.reliable.stats.receive_drops == 0
+        assert server.protocol_errors == 0
+    finally:
+        await server.stop()
+
+
 async def test_honest_traffic_stays_within_the_default_budgets(server: RoomServer) -> None:
     sender, reasons = await join(server, "sender")
     receiver, _ = await join(server, "receiver")

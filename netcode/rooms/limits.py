@@ -21,7 +21,8 @@ __all__ = ["PeerBudgets", "PeerMeter"]
 
 @attrs.frozen
 class PeerBudgets:
-    """Inbound budgets per participant; each allows a burst of ``burst_s`` seconds' worth."""
+    """Inbound budgets per participant; each allows a burst of ``burst_s`` seconds' worth,
+    except the two byte budgets of big messages, whose bursts are their own."""
 
     #: lossy datagrams a second (and their bytes)
     datagrams_per_s: float = 1000.0

@@ -41,13 +41,15 @@ DEV_API_KEY = "devkey"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def configure_logging(level: str) -> None:
-    """Log at ``level`` to stderr; aioice's per-candidate INFO lines only at DEBUG.
+def configure_logging(level: str, *, timestamps: bool = False) -> None:
+    """Log at ``level`` to stderr (``timestamps``: each line with its time); aioice's
+    per-candidate INFO lines only at DEBUG.
 
     aioice logs about a dozen INFO lines per connection (each candidate pair's state
     changes), which would bury the server's own INFO lines.
     """
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    head = "%(asctime)s " if timestamps else ""
+    logging.basicConfig(level=level.upper(), format=head + "%(levelname)s %(name)s: %(message)s")
     if logging.getLevelName(level.upper()) > logging.DEBUG:
         logging.getLogger("aioice").setLevel(logging.WARNING)
 

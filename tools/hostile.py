@@ -97,6 +97,16 @@ READY_TIMEOUT_S = 30.0
 FLOOD_RATE = 1500.0
 
 
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+
+
 def parse_spec(text: str) -> tuple[str, int]:
     """``KIND:N`` (N defaults to 1) -> (kind, count); raises ValueError."""
     kind, _, count = text.partition(":")
@@ -129,7 +139,7 @@ class Hostile:
         self.extra: dict[str, Any] = {}
         #: set once joined (or failed to): the run measures from the attack, not the join
         self.ready = asyncio.Event()
-        #: the attack starts when this is set (run_hostiles sets it when told to go)
+        #: the attack starts when this is set (run_hostiles gives them all one)
         self.go = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -138,10 +148,7 @@ class Hostile:
     async def wait_go(self, stop: asyncio.Event) -> None:
         """Say ready, then wait for the word to attack (or for the end)."""
         self.ready.set()
-        waits = [asyncio.ensure_future(self.go.wait()), asyncio.ensure_future(stop.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for waiting in waits:
-            waiting.cancel()
+        await first_of(self.go, stop)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -209,10 +216,7 @@ class LinkHostile(Hostile):
         if link is None or link.closed.is_set() or stop.is_set():
             return False
         if delay is None:
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(link.closed.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
+            await first_of(stop, link.closed)
             return False
         await asyncio.sleep(delay)
         return not (link.closed.is_set() or stop.is_set())
@@ -452,6 +456,11 @@ async def run_hostiles(
         for kind, count in specs
         for index in range(count)
     ]
+    if go is None:
+        go = asyncio.Event()
+        go.set()
+    for hostile in hostiles:
+        hostile.go = go
     # connect a few at a time, as each DTLS handshake costs CPU
     tasks = []
     for hostile in hostiles:
@@ -463,16 +472,7 @@ async def run_hostiles(
         waiting.cancel()
     if on_ready is not None:
         on_ready()
-
-    async def relay_go() -> None:
-        if go is not None:
-            await go.wait()
-        for hostile in hostiles:
-            hostile.go.set()
-
-    relay = asyncio.get_running_loop().create_task(relay_go())
     await asyncio.gather(*tasks, return_exceptions=True)
-    relay.cancel()
     await stop.wait()  # every one cut off early: report when asked, as the others would
     return [hostile.report() for hostile in hostiles]
 

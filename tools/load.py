@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from netcode.cli import (
     add_client_network_arguments,
     check_secret_argument,
     client_network_options,
+    configure_logging,
     make_token,
 )
 from netcode.replication.clock import ServerClock, TickTimeline
@@ -785,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = os.environ.get("NETCODE_LOG_LEVEL")  # e.g. INFO: the bots' resumes, and why
     if level:
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s: %(message)s")
+        configure_logging(level, timestamps=True)
     args.network = client_network_options(parser, args)
     # what a bot process needs of the network options, as given
     raw = argparse.ArgumentParser(add_help=False)

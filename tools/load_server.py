@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import cProfile
 import json
-import logging
 import math
 import os
 import random
@@ -34,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from netcode.cli import configure_logging
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
 from netcode.rooms import RoomServer, ServerParticipant
 from netcode.rooms.host import GameHost
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = os.environ.get("NETCODE_LOG_LEVEL")  # e.g. INFO: every protocol error, every resume
     if level:
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s: %(message)s")
+        configure_logging(level, timestamps=True)
     if args.impair:
         try:
             Impairment.from_spec(args.impair)

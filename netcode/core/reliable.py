@@ -233,18 +233,15 @@ _TIMER_SLACK = 0.05
 _MAX_BACKOFF_S = 4.0
 
 
-def _backoff(timeout: float, out: _Outgoing) -> float:
-    """The wait before resending ``out``: doubled per timeout it already had (as TCP's RTO),
+def _backoff(timeout: float, timeouts: int) -> float:
+    """The wait after ``timeouts`` timeouts in a row: doubled per timeout (as TCP's RTO),
     so a stalled path is not fed a resend of every queued message every second."""
-    if not out.resends:
-        return timeout
-    return min(timeout * (1 << min(out.resends, 8)), max(timeout, _MAX_BACKOFF_S))
+    return min(timeout * (1 << min(timeouts, 8)), max(timeout, _MAX_BACKOFF_S))
 
 
 def _backoffs(timeout: float) -> list[float]:
-    """``_backoff`` for 0..8 resends (more wait as long as 8), for walks over the queue."""
-    cap = max(timeout, _MAX_BACKOFF_S)
-    return [min(timeout * (1 << resends), cap) for resends in range(9)]
+    """``_backoff`` for 0..8 timeouts (more wait as long as 8), for walks over the queue."""
+    return [_backoff(timeout, timeouts) for timeouts in range(9)]
 
 
 def _spare_datagram_room(queued_bytes: int) -> int:
@@ -383,6 +380,7 @@ class ReliableChannel:
             self._send_fallback_ack()
         if not self._outgoing:
             return 0
+        self._check_hold()
         if not self._urgent:
             when = self.get_timer()
             if when is None or when > now:
@@ -395,7 +393,6 @@ class ReliableChannel:
         base = self._window_base()
         room_per_frame = config.max_frame_bytes - EVENT_FRAME_HEADER_BYTES
         due_bytes = 0
-        self._check_hold()
         hold = self._hold_until
         waits = _backoffs(timeout)
         timed_out = False
@@ -421,9 +418,7 @@ class ReliableChannel:
             stalled = self._hold_level > 0  # and nothing acknowledged since the last one
             self._hold_set_at = now
             self._hold_level = level = self._hold_level + 1
-            self._hold_until = now + min(
-                timeout * (1 << min(level, 8)), max(timeout, _MAX_BACKOFF_S)
-            )
+            self._hold_until = now + _backoff(timeout, level)
         if timed_out and stalled:
             # A timeout after a timeout: as TCP resends its oldest segment, one frame of the
             # oldest messages goes (the ones the receiver waits on, whatever their own
@@ -658,7 +653,7 @@ class ReliableChannel:
         for _, out in batch:
             if out.last_sent is None:
                 counters.messages_sent += 1
-            elif not (resend or out.due) and now < out.last_copy + _backoff(timeout, out):
+            elif not (resend or out.due) and now < out.last_copy + _backoff(timeout, out.resends):
                 # An early copy: the LOST trigger stays with the transmission it copies;
                 # the resend timer runs from the latest copy.
                 counters.messages_redundant += 1

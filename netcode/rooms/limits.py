@@ -79,6 +79,9 @@ class PeerMeter:
             b.datagrams_per_s / 2, max(1.0, b.datagrams_per_s * b.flood_after_s)
         )
         self._flooding = False
+        #: the reliable bytes are charged as they arrive (:meth:`message_bytes`, by the
+        #: link's SCTP chunks): :meth:`message` then counts messages only
+        self.bytes_by_chunk = False
         #: what went over budget, by budget name
         self.exceeded: dict[str, int] = {}
 
@@ -96,9 +99,10 @@ class PeerMeter:
         return self._flooding
 
     def message(self, now: float, size: int) -> bool:
-        """A reliable message arrived (``size``: its bytes, or 0 when they were counted as
-        they arrived, with :meth:`message_bytes`); False: over budget."""
-        if self._messages.take(now) and (not size or self._message_bytes.take(now, size)):
+        """A reliable message of ``size`` bytes arrived; False: over budget."""
+        if self._messages.take(now) and (
+            self.bytes_by_chunk or self._message_bytes.take(now, size)
+        ):
             return True
         self._count("messages")
         return False

@@ -221,8 +221,7 @@ class ServerTrack:
 
     def relay(self, message: bytes | str) -> None:
         owner = self.owner
-        size = 0 if owner.bytes_metered else len(message)
-        if not owner.meter.message(owner.connection.now(), size):
+        if not owner.meter.message(owner.connection.now(), len(message)):
             owner._flooding("data-track messages")
             return
         self.relayed += 1
@@ -285,9 +284,6 @@ class ServerParticipant:
             trace.record("open", self.connection.now(), fields, conn=self.identity)
         #: this participant's inbound budgets (see netcode.rooms.limits)
         self.meter = PeerMeter(server.budgets)
-        #: its link charges the reliable bytes as they arrive (SCTP chunks): messages
-        #: then count only as messages
-        self.bytes_metered = False
         self.connection.admit = self._admit_datagram
         self.events = EventLink(
             self.connection.endpoint,
@@ -549,10 +545,7 @@ class ServerParticipant:
         for message in replay:
             link.send_reliable(message)
         self.connection.attach(link)
-        link.on_reliable(self.on_reliable)
-        link.on_refused(self.on_refused)
-        self.bytes_metered = link.on_inbound_bytes(self.inbound_bytes)
-        link.on_channel(self.on_channel)
+        self.listen(link)
         if self.can_subscribe:
             for track in self.room.tracks():
                 self.room._subscribe(self, track)
@@ -636,8 +629,7 @@ class ServerParticipant:
     def on_reliable(self, data: bytes | str) -> None:
         if self._ending:
             return
-        size = 0 if self.bytes_metered else len(data)
-        if not self.meter.message(self.connection.now(), size):
+        if not self.meter.message(self.connection.now(), len(data)):
             self._flooding("reliable messages")
             return
         counted = not (data and isinstance(data, bytes) and data[0] in _UNCOUNTED_BYTES)
@@ -654,10 +646,17 @@ class ServerParticipant:
         budget all the same, and it is a protocol error (our clients never send one)."""
         if self._ending:
             return
-        if not self.meter.message(self.connection.now(), 0 if self.bytes_metered else size):
+        if not self.meter.message(self.connection.now(), size):
             self._flooding("reliable messages")
             return
         self.protocol_error(why)
+
+    def listen(self, link: PeerLink) -> None:
+        """Take this client's messages, refusals, bytes and channels from ``link``."""
+        link.on_reliable(self.on_reliable)
+        link.on_refused(self.on_refused)
+        self.meter.bytes_by_chunk = link.on_inbound_bytes(self.inbound_bytes)
+        link.on_channel(self.on_channel)
 
     def inbound_bytes(self, size: int) -> bool:
         """``size`` bytes arrived on one of this client's reliable channels (an SCTP chunk,
@@ -862,10 +861,7 @@ class ServerRoom:
         if participant.can_subscribe:
             for track in self.tracks():
                 self._subscribe(participant, track)
-        link.on_reliable(participant.on_reliable)
-        link.on_refused(participant.on_refused)
-        participant.bytes_metered = link.on_inbound_bytes(participant.inbound_bytes)
-        link.on_channel(participant.on_channel)
+        participant.listen(link)
         logger.info("%s joined room %r as pid %d", claims.identity, self.name, pid)
         if self.host is not None:
             self.host.participant_joined(participant)

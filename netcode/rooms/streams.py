@@ -86,6 +86,7 @@ from construct import (
     VarInt,
 )
 
+from netcode.core import TokenBucket
 from netcode.errors import NetcodeError, ProtocolError
 from netcode.rooms.protocol import identity_list
 
@@ -399,12 +400,8 @@ class StreamsClient:
         self.reader_buffer_bytes = DEFAULT_READER_BUFFER_BYTES
         #: sending waits while more than this many bytes wait in the connection's queues
         self.backlog_limit_bytes = DEFAULT_BACKLOG_LIMIT_BYTES
-        #: the bytes a second all streams sent together keep under (None: no limit). Set
-        #: when the room joins to STREAM_BUDGET_SHARE of what the server takes from this
-        #: client; a server cuts off a client that sends more as ``flooding``
-        self.max_bytes_per_s: float | None = None
-        self._allowance = float(CHUNK_BYTES)
-        self._allowance_at: float | None = None
+        # the pace of all streams sent together (None: no limit), one chunk deep
+        self._pace_bucket: TokenBucket | None = None
         self._text_handlers: dict[str, TextStreamHandler] = {}
         self._byte_handlers: dict[str, ByteStreamHandler] = {}
         self._incoming: dict[tuple[int, int], _Incoming] = {}
@@ -413,29 +410,28 @@ class StreamsClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         room.extension_handlers[channel] = self._on_message
 
+    @property
+    def max_bytes_per_s(self) -> float | None:
+        """The bytes a second all streams sent together keep under (None: no limit). Set
+        when the room joins to STREAM_BUDGET_SHARE of what the server takes from this
+        client; a server cuts off a client that sends more as ``flooding``."""
+        return None if self._pace_bucket is None else self._pace_bucket.rate
+
+    @max_bytes_per_s.setter
+    def max_bytes_per_s(self, rate: float | None) -> None:
+        self._pace_bucket = TokenBucket(rate, CHUNK_BYTES) if rate else None
+
     def pace_to_budget(self, server_bytes_per_s: int) -> None:
         """The server takes ``server_bytes_per_s`` reliable bytes a second from this client
         (0: it did not say): streams keep to their share of it."""
         self.max_bytes_per_s = server_bytes_per_s * STREAM_BUDGET_SHARE or None
 
     async def _pace(self, size: int) -> None:
-        """Wait until ``size`` more bytes keep the streams under ``max_bytes_per_s`` (a
-        token bucket shared by every stream this client sends, one chunk deep)."""
-        rate = self.max_bytes_per_s
-        if not rate:
-            return
+        """Wait until ``size`` more bytes (a chunk at most) keep to ``max_bytes_per_s``."""
+        bucket = self._pace_bucket
         loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            if self._allowance_at is not None:
-                self._allowance = min(
-                    self._allowance + (now - self._allowance_at) * rate, float(CHUNK_BYTES)
-                )
-            self._allowance_at = now
-            if self._allowance >= size:  # (a chunk is at most CHUNK_BYTES: it fits)
-                self._allowance -= size
-                return
-            await asyncio.sleep((size - self._allowance) / rate)
+        while bucket is not None and not bucket.take(loop.time(), size):
+            await asyncio.sleep((size - bucket.level(loop.time())) / bucket.rate)
 
     # registration
 

@@ -147,25 +147,28 @@ class SackPolicy:
             return
         await self._receive_data(chunk)
 
+    def _ahead(self, chunk: Any) -> int | None:
+        """How far past the cumulative TSN ``chunk`` is (0 or over 2**31: a duplicate), or
+        None before the first DATA."""
+        last = self._sctp._last_received_tsn
+        return None if last is None else (chunk.tsn - last) % 2**32
+
     def _is_new(self, chunk: Any) -> bool:
         """Not a duplicate (a retransmission of a chunk already received)."""
-        sctp = self._sctp
-        last = sctp._last_received_tsn
-        if last is None:
+        ahead = self._ahead(chunk)
+        if ahead is None:
             return True
-        ahead = (chunk.tsn - last) % 2**32
-        return 0 < ahead < 2**31 and chunk.tsn not in sctp._sack_misordered
+        return 0 < ahead < 2**31 and chunk.tsn not in self._sctp._sack_misordered
 
     def _past_window(self, chunk: Any) -> bool:
         sctp = self._sctp
-        last = sctp._last_received_tsn
-        if last is None:
+        ahead = self._ahead(chunk)
+        if ahead is None:
             return False
         waiting = sctp._sack_misordered
         full = sctp._advertised_rwnd < len(chunk.user_data) or len(waiting) >= MAX_MISORDERED
         if not full or chunk.tsn in waiting:
             return False
-        ahead = (chunk.tsn - last) % 2**32
         if not 0 < ahead < 2**31:
             return False  # a duplicate: aiortc reports it
         return not (waiting and ahead == 1)  # the TSN that fills the gap always gets in

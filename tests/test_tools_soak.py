@@ -29,10 +29,16 @@ def test_a_short_soak_loses_no_event_and_memory_stays_flat(
 @pytest.mark.slow
 def test_hostile_run_compares_the_honest_figures(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--clients", "3", "--duration", "4", "--hostile", "garbage:1", "--compare"]
-    assert main([*argv, "--json"]) == 0
+    assert main([*argv, "--pairs", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["without_hostiles"]["clients_connected_at_end"] == 3
     assert set(result["with_vs_without"]) >= {"event_p99_ratio", "tick_rate_held"}
+    # two pairs: the percentiles are over both runs of each side
+    assert len(result["pairs"]) == 2
+    each_run = 3 * 2 * 4  # 3 bots, an event a second each, 2 others receive it, 4 s
+    assert result["events_received"] >= 2 * 0.8 * each_run
+    assert result["without_hostiles"]["events_received"] >= 2 * 0.8 * each_run
+    assert all(pair["event_p99_ms"][0] and pair["event_p99_ms"][1] for pair in result["pairs"])
     assert result["hostile"]["kinds"]["garbage"]["clients"] == 1
     (garbage,) = result["hostile"]["each"]
     assert garbage["sent"] > 0 and garbage["connect_failed"] is None
@@ -43,6 +49,7 @@ def test_hostile_run_compares_the_honest_figures(capsys: pytest.CaptureFixture[s
 def test_scenario_options_are_checked() -> None:
     for argv in (
         ["--compare"],
+        ["--hostile", "garbage:1", "--pairs", "2"],
         ["--soak", "--bot-processes", "2"],
         ["--hostile", "nobody:1"],
         ["--hostile", "garbage:1", "--url", "http://127.0.0.1:1", "--api-key", "k"],

@@ -735,6 +735,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --hostile: the same run without them first, honest figures side by side",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --compare: N runs of each, alternating; percentiles over all of them (1)",
+    )
+    parser.add_argument(
         "--soak",
         action="store_true",
         help="report the server's RSS over time and every event sent against those arrived",
@@ -758,6 +765,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         )
     if args.compare and not args.hostile:
         parser.error("--compare needs --hostile")
+    if args.pairs < 1 or (args.pairs > 1 and not args.compare):
+        parser.error("--pairs N: N >= 1, and more than 1 only with --compare")
     if args.hostile and args.url:
         parser.error("--hostile reads the embedded server's report: no --url")
 
@@ -824,28 +833,62 @@ class Scenario:
 async def run_scenario(
     args: argparse.Namespace, measure: Any, progress: Any = None
 ) -> dict[str, Any]:
-    """One netcode-load run; with --compare, first the same without the hostile clients."""
+    """One netcode-load run; with --compare, first the same without the hostile clients.
+
+    With ``--pairs N``, N such pairs, one after the other (without, with, without, with...):
+    the percentiles compared are those of every pair's samples pooled, so that a burst of
+    CPU steal or a slow second lands in both sides or weighs little, and each pair's own
+    figures are listed.
+    """
     if not (getattr(args, "compare", False) and args.hostile):
         result: dict[str, Any] = await measure(args, args.clients, progress)
         return result
     quiet = argparse.Namespace(**vars(args))
     quiet.hostile, quiet.soak = [], False
-    baseline = await measure(quiet, args.clients, progress)
-    result = await measure(args, args.clients, progress)
-    result["without_hostiles"] = {key: baseline.get(key) for key in HONEST_KEYS}
-
-    def ratio(key: str) -> float | None:
-        a, b = result.get(key), baseline.get(key)
-        return (
-            round(a / b, 2)
-            if isinstance(a, int | float) and isinstance(b, int | float) and b
-            else None
+    quiet_samples: list[dict[str, list[float]]] = []
+    hostile_samples: list[dict[str, list[float]]] = []
+    pairs: list[dict[str, Any]] = []
+    for _ in range(max(1, int(getattr(args, "pairs", 1)))):
+        baseline = await measure(quiet, args.clients, progress, samples=quiet_samples)
+        result = await measure(args, args.clients, progress, samples=hostile_samples)
+        pairs.append(
+            {
+                "event_p99_ms": [result.get("event_p99_ms"), baseline.get("event_p99_ms")],
+                "event_p99_ratio": _ratio(result.get("event_p99_ms"), baseline.get("event_p99_ms")),
+                "tick_rate_held": [result.get("tick_rate_held"), baseline.get("tick_rate_held")],
+                "steal_s": [result.get("steal_s"), baseline.get("steal_s")],
+            }
         )
-
+    result["without_hostiles"] = {key: baseline.get(key) for key in HONEST_KEYS}
+    if len(pairs) > 1:
+        pooled = [_pooled(hostile_samples), _pooled(quiet_samples)]
+        result.update(pooled[0])
+        result["without_hostiles"].update(pooled[1])
+        result["pairs"] = pairs
+        held: list[Any] = [all(p["tick_rate_held"][i] for p in pairs) for i in (1, 0)]
+    else:
+        held = [baseline.get("tick_rate_held"), result.get("tick_rate_held")]
+    without = result["without_hostiles"]
     result["with_vs_without"] = {
-        "event_p99_ratio": ratio("event_p99_ms"),
-        "event_p50_ratio": ratio("event_p50_ms"),
-        "snapshot_age_p99_ratio": ratio("snapshot_age_p99_ms"),
-        "tick_rate_held": [baseline.get("tick_rate_held"), result.get("tick_rate_held")],
+        "event_p99_ratio": _ratio(result.get("event_p99_ms"), without.get("event_p99_ms")),
+        "event_p50_ratio": _ratio(result.get("event_p50_ms"), without.get("event_p50_ms")),
+        "snapshot_age_p99_ratio": _ratio(
+            result.get("snapshot_age_p99_ms"), without.get("snapshot_age_p99_ms")
+        ),
+        "tick_rate_held": held,
     }
     return result
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    numbers = isinstance(a, int | float) and isinstance(b, int | float)
+    return round(a / b, 2) if numbers and b else None
+
+
+def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, Any]:
+    """The percentiles of several runs' samples together."""
+    from .load import latency_figures  # here: netcode-load imports this module
+
+    return latency_figures(
+        [v for s in samples for v in s["latencies_ms"]], [v for s in samples for v in s["ages_ms"]]
+    )

@@ -80,6 +80,16 @@ from .load_server import SECRET as LOAD_SECRET
 __all__ = ["connect_bots", "drive_bots", "main", "measure"]
 
 
+def machine_steal_s() -> float | None:
+    """CPU time the hypervisor took from this machine so far (all CPUs, seconds; Linux)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -352,6 +362,13 @@ def summarize(windows: list[dict[str, Any]], clients: int) -> dict[str, Any]:
         # the load generator's CPU, in cores (all bot processes): near 1 per process, the
         # bots, not the server, are the limit
         "bots_cpu_cores": round(sum(w["cpu_s"] for w in windows) / elapsed, 2),
+        **latency_figures(latencies, ages),
+    }
+
+
+def latency_figures(latencies: list[float], ages: list[float]) -> dict[str, Any]:
+    """Event latency and snapshot age percentiles of one run's (or pooled runs') samples."""
+    return {
         "events_received": len(latencies),
         "event_p50_ms": _round(_percentile(latencies, 0.5)),
         "event_p99_ms": _round(_percentile(latencies, 0.99)),
@@ -608,8 +625,17 @@ class ServerCpu:
         return (None if end is None else end - self.cpu), wall
 
 
-async def measure(args: argparse.Namespace, clients: int, progress: Any = None) -> dict[str, Any]:
-    """One run: an embedded server (unless --url) and ``clients`` bots."""
+async def measure(
+    args: argparse.Namespace,
+    clients: int,
+    progress: Any = None,
+    samples: list[dict[str, list[float]]] | None = None,
+) -> dict[str, Any]:
+    """One run: an embedded server (unless --url) and ``clients`` bots.
+
+    With ``samples``, the run's event latencies and snapshot ages are appended to it (what
+    ``--compare --pairs`` pools over its runs).
+    """
     impairment: Impairment | None = getattr(args, "impairment", None)
     spec = str(impairment) if impairment is not None else ""
     profile = getattr(args, "profile_server", None)
@@ -626,9 +652,11 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             pid = getattr(args, "server_pid", None)
         processes = getattr(args, "bot_processes", 1)
         if processes > 1:
+            steal_before = machine_steal_s()
             windows, connect_s, (cpu_s, wall) = await _drive_in_processes(
                 args, clients, url, key, secret, server, pid
             )
+            steal_after = machine_steal_s()
         else:
             bots, connect_s = await connect_bots(
                 clients,
@@ -645,6 +673,7 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             if server is not None:
                 await server.command("reset", "RESET")  # the server measures from now on
             cpu = ServerCpu(pid)
+            steal_before = machine_steal_s()
             window = await run_bots(
                 bots,
                 duration=args.duration,
@@ -653,9 +682,17 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
                 progress=progress,
             )
             windows = [window]
+            steal_after = machine_steal_s()
             await scenario.stop()
             cpu_s, wall = cpu.stop()
         figures = summarize(windows, clients)
+        if samples is not None:
+            samples.append(
+                {
+                    "latencies_ms": [v for w in windows for v in w["latencies_ms"]],
+                    "ages_ms": [v for w in windows for v in w["ages_ms"]],
+                }
+            )
         result: dict[str, Any] = {
             "clients": clients,
             "tick_rate_hz": args.tick_rate,
@@ -666,6 +703,11 @@ async def measure(args: argparse.Namespace, clients: int, progress: Any = None) 
             "tick_p99_ms": None,
             "cpu_per_tick_ms": None,
             "tick_rate_held": None,
+            # CPU time the hypervisor took from the machine during the run (all CPUs): a
+            # run with much of it measured a slower machine than one without
+            "steal_s": None
+            if steal_before is None or steal_after is None
+            else round(steal_after - steal_before, 2),
         }
         if cpu_s is not None and wall > 0:
             per_tick = cpu_s * 1000 / (wall * args.tick_rate)

@@ -210,6 +210,10 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
     profiler = cProfile.Profile() if args.profile else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    slow_ms = os.environ.get("NETCODE_SLOW_CALLBACK_MS")  # log every callback that takes longer
+    if slow_ms:
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(slow_ms) / 1000
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if sys.stdin is not None and not sys.stdin.isatty():

@@ -8,10 +8,33 @@ from types import SimpleNamespace
 from typing import Any
 
 from netcode.errors import SendQueueFull
+from netcode.replication import SchemaRegistry, entity, qint
 from netcode.replication.inputs import encode_inputs
 from netcode.rooms.host import GameHost, HostedClient
 from netcode.rooms.topics import OutgoingTopics
 from netcode.wire import FrameType
+
+REGISTRY = SchemaRegistry()
+
+
+@entity(type_id=1, registry=REGISTRY)
+class Marker:
+    n: int = qint(0, 100)
+
+
+class Connection:
+    """The parts of a DatagramConnection the game host uses."""
+
+    def __init__(self) -> None:
+        self.endpoint = SimpleNamespace(config=None)
+        #: seconds since the client last acknowledged one of our datagrams
+        self.unacked_s = 0.0
+
+    def now(self) -> float:
+        return 0.0
+
+    def unacked_for(self, now: float) -> float:
+        return self.unacked_s
 
 
 class Participant:
@@ -20,7 +43,7 @@ class Participant:
     def __init__(self, pid: int, identity: str) -> None:
         self.pid = pid
         self.identity = identity
-        self.connection = SimpleNamespace(endpoint=SimpleNamespace(config=None))
+        self.connection = Connection()
         self.left = asyncio.Event()
         self.reconnecting = False
         self.frames: list[int] = []
@@ -94,6 +117,34 @@ def test_one_participants_failure_costs_only_that_participant() -> None:
     assert host.client_failures >= 3
     assert stuck.disconnected is not None and stuck.disconnected[0] == "slow_consumer"
     assert fine.disconnected is None
+
+
+def test_a_client_that_acknowledges_nothing_is_sent_a_probe_not_every_tick() -> None:
+    deaf, fine = Participant(1, "deaf"), Participant(2, "fine")
+    host = host_with(deaf, fine, unacked_after=2.0, unacked_every=8, registry=REGISTRY)
+    host.world.spawn(Marker())  # something to replicate
+
+    def run(ticks: range) -> None:
+        for tick in ticks:
+            host.tick = tick
+            host.run_tick(tick / 30)
+
+    run(range(0, 30))  # both acknowledge: both are sent every tick
+    assert deaf.frames.count(FrameType.INPUT_ACK) == fine.frames.count(FrameType.INPUT_ACK) == 30
+    deaf.connection.unacked_s = 2.5  # it stopped acknowledging 2.5 s ago
+    deaf.frames.clear()
+    fine.frames.clear()
+    run(range(30, 94))  # 64 ticks
+    assert fine.frames.count(FrameType.INPUT_ACK) == 64
+    assert fine.frames.count(FrameType.SNAPSHOT) >= 64
+    assert deaf.frames.count(FrameType.INPUT_ACK) == 8  # one tick in 8: a probe
+    assert 1 <= deaf.frames.count(FrameType.SNAPSHOT) <= 8 * 2
+    assert host.clients[1].ticks_held_back == 56
+    assert deaf.disconnected is None  # the server, not the host, lets its link go
+    deaf.connection.unacked_s = 0.0  # it acknowledged again: every tick
+    deaf.frames.clear()
+    run(range(94, 104))
+    assert deaf.frames.count(FrameType.INPUT_ACK) == 10
 
 
 def test_an_exception_from_the_game_for_one_participant_is_contained() -> None:

@@ -640,6 +640,7 @@ class ServerReport:
         client = self.host.clients.get(participant.pid)
         if client is not None:
             entry["inputs_dropped"] = client.inputs_dropped
+            entry["ticks_held_back"] = client.ticks_held_back
         entry["lossy_dropped"] = participant.lossy_dropped
 
     def summary(self) -> dict[str, Any]:
@@ -680,6 +681,8 @@ def summarize(reports: list[dict[str, Any]], server: dict[str, Any] | None) -> d
             entry["throttled"][f"{budget} over budget"] += count
         if seen.get("inputs_dropped"):
             entry["throttled"]["inputs dropped"] += seen["inputs_dropped"]
+        if seen.get("ticks_held_back"):
+            entry["throttled"]["ticks held back (unacknowledged)"] += seen["ticks_held_back"]
         for what, count in seen.get("events_dropped", {}).items():
             entry["throttled"][f"events dropped ({what})"] += count
         if report["kind"] == "signaling":

@@ -168,6 +168,8 @@ class HostedClient:
         self.snapshot_bytes = 0  #: bytes of SNAPSHOT frames sent to this client
         self.parts_sent = 0
         self.parts_lost = 0
+        #: ticks this client was sent nothing because it acknowledged nothing (see GameHost)
+        self.ticks_held_back = 0
 
 
 class GameHost(RoomHost):
@@ -239,6 +241,13 @@ class GameHost(RoomHost):
     that participant sees (interest management); ``history_depth``: states kept for deltas;
     ``max_inputs_per_tick``, ``input_queue``: the input rate limit; ``max_client_failures``:
     failed ticks in a row before a participant is disconnected.
+
+    A participant that acknowledged none of our datagrams for ``unacked_after`` seconds (it
+    stalled, its path broke one way, or it does not read) is sent its tick (INPUT_ACK and
+    snapshots) only every ``unacked_every`` ticks, until it acknowledges one: a client that
+    cannot take the stream costs a probe, not a full stream of snapshots encoded from
+    scratch (it has receipted no baseline). The server lets such a link go after
+    ``RoomServer(unacked_after=...)``.
     """
 
     sends_every_tick = True
@@ -256,6 +265,8 @@ class GameHost(RoomHost):
         max_inputs_per_tick: int = 2,
         input_queue: int = 8,
         max_client_failures: int = 3,
+        unacked_after: float = 2.0,
+        unacked_every: int = 8,
     ) -> None:
         if not 0 < tick_rate <= 240:
             raise ValueError(f"tick_rate must be within (0, 240], got {tick_rate}")
@@ -269,6 +280,15 @@ class GameHost(RoomHost):
         self.input_queue = input_queue
         #: failed ticks in a row after which a participant is disconnected
         self.max_client_failures = max_client_failures
+        if not unacked_after > 0 or not 1 <= unacked_every <= 255:
+            raise ValueError(
+                f"unacked_after must be > 0 and unacked_every in 1..255, "
+                f"got {unacked_after!r} and {unacked_every!r}"
+            )
+        #: seconds without an acknowledgement after which a participant's ticks thin out
+        self.unacked_after = unacked_after
+        #: then it is sent one tick in this many
+        self.unacked_every = unacked_every
         #: per-participant failures inside ticks (each cost only that participant)
         self.client_failures = 0
         self.tick_rate = tick_rate
@@ -487,6 +507,9 @@ class GameHost(RoomHost):
             participant = client.participant
             if participant.left.is_set() or participant.reconnecting:
                 continue  # a reconnecting client's encoders wait for its receipts
+            if tick % self.unacked_every and self._unacked(participant):
+                client.ticks_held_back += 1
+                continue
             ok = self._guarded(client, self._send_tick, client, tick, streams, expires)
             if ok and participant.pid not in failed:
                 client.failures = 0
@@ -499,6 +522,10 @@ class GameHost(RoomHost):
         if trace is not None:
             fields = {"tick": tick, "duration_ms": duration_ms, "cpu_ms": cpu_ms}
             trace.record("tick", now, {**fields, "budget_ms": 1000 * self.interval})
+
+    def _unacked(self, participant: ServerParticipant) -> bool:
+        connection = participant.connection
+        return connection.unacked_for(connection.now()) > self.unacked_after
 
     def _apply_inputs(self, client: HostedClient) -> None:
         client.input_credit = min(float(self.max_inputs_per_tick), client.input_credit + 1.0)

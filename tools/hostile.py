@@ -60,7 +60,7 @@ from netcode.errors import NetcodeError
 from netcode.replication.inputs import encode_inputs
 from netcode.rooms import RoomServer, ServerParticipant
 from netcode.rooms.events import encode_fallback
-from netcode.rooms.host import GameHost
+from netcode.rooms.host import GameHost, HostedClient
 from netcode.rooms.protocol import (
     ExtensionChannel,
     Kind,
@@ -602,15 +602,21 @@ class ServerReport:
         self.host = host
         self.participants: dict[str, dict[str, Any]] = {}
         self._joined_at: dict[str, float] = {}
+        #: each participant's HostedClient (the host forgets it before on_leave)
+        self._clients: dict[str, HostedClient] = {}
         on_join, on_leave = host.on_join, host.on_leave
 
         def joined(participant: ServerParticipant) -> None:
             self.participants[participant.identity] = {}
             self._joined_at[participant.identity] = time.monotonic()
+            client = host.clients.get(participant.pid)
+            if client is not None:
+                self._clients[participant.identity] = client
             on_join(participant)
 
         def left(participant: ServerParticipant) -> None:
             self._note(participant, ended=True)
+            self._clients.pop(participant.identity, None)
             on_leave(participant)
 
         host.on_join = joined
@@ -637,7 +643,7 @@ class ServerReport:
                 for name in ("reorder_overflow", "out_of_window", "fallback_oversized")
             }
             entry["events_dropped"] = {k: v for k, v in dropped.items() if v}
-        client = self.host.clients.get(participant.pid)
+        client = self._clients.get(participant.identity)
         if client is not None:
             entry["inputs_dropped"] = client.inputs_dropped
             entry["ticks_held_back"] = client.ticks_held_back

@@ -7,6 +7,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from netcode.errors import SendQueueFull
 from netcode.replication import SchemaRegistry, entity, qint
 from netcode.replication.inputs import encode_inputs
@@ -73,7 +75,9 @@ def host_with(*participants: Participant, **options: Any) -> GameHost:
     return host
 
 
-def test_sending_inputs_faster_does_not_apply_them_faster() -> None:
+def test_sending_inputs_faster_does_not_apply_them_faster(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     cheat = Participant(1, "cheat")
     host = host_with(cheat)
     applied: list[int] = []
@@ -93,6 +97,9 @@ def test_sending_inputs_faster_does_not_apply_them_faster() -> None:
     assert applied == sorted(applied)  # in order, each once
     assert len(set(applied)) == len(applied)
     assert host.clients[1].inputs_dropped > 0
+    # the server log says whom it throttled, once
+    throttled = [r for r in caplog.records if "sends inputs faster" in r.getMessage()]
+    assert len(throttled) == 1 and throttled[0].getMessage().startswith("cheat:")
 
 
 def test_a_late_input_is_caught_up_the_next_tick() -> None:
@@ -119,7 +126,9 @@ def test_one_participants_failure_costs_only_that_participant() -> None:
     assert fine.disconnected is None
 
 
-def test_a_client_that_acknowledges_nothing_is_sent_a_probe_not_every_tick() -> None:
+def test_a_client_that_acknowledges_nothing_is_sent_a_probe_not_every_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     deaf, fine = Participant(1, "deaf"), Participant(2, "fine")
     host = host_with(deaf, fine, unacked_after=2.0, unacked_every=8, registry=REGISTRY)
     host.world.spawn(Marker())  # something to replicate
@@ -141,6 +150,8 @@ def test_a_client_that_acknowledges_nothing_is_sent_a_probe_not_every_tick() -> 
     assert 1 <= deaf.frames.count(FrameType.SNAPSHOT) <= 8 * 2
     assert host.clients[1].ticks_held_back == 56
     assert deaf.disconnected is None  # the server, not the host, lets its link go
+    throttled = [r for r in caplog.records if "acknowledged none" in r.getMessage()]
+    assert len(throttled) == 1 and throttled[0].getMessage().startswith("deaf:")
     deaf.connection.unacked_s = 0.0  # it acknowledged again: every tick
     deaf.frames.clear()
     run(range(94, 104))

@@ -170,6 +170,8 @@ class HostedClient:
         self.parts_lost = 0
         #: ticks this client was sent nothing because it acknowledged nothing (see GameHost)
         self.ticks_held_back = 0
+        #: whether it is being sent one tick in ``GameHost.unacked_every`` now
+        self.held_back = False
 
 
 class GameHost(RoomHost):
@@ -391,6 +393,13 @@ class GameHost(RoomHost):
             for tick, payload in client.inputs.receive(data):
                 if len(queue) >= self.input_queue:
                     queue.popleft()
+                    if not client.inputs_dropped:
+                        logger.warning(
+                            "%s: sends inputs faster than one a tick; dropping the oldest "
+                            "past %d queued (throttled)",
+                            participant.identity,
+                            self.input_queue,
+                        )
                     client.inputs_dropped += 1
                 queue.append((tick, payload))
         elif frame_type == FrameType.RECEIPT:
@@ -507,9 +516,22 @@ class GameHost(RoomHost):
             participant = client.participant
             if participant.left.is_set() or participant.reconnecting:
                 continue  # a reconnecting client's encoders wait for its receipts
-            if tick % self.unacked_every and self._unacked(participant):
-                client.ticks_held_back += 1
-                continue
+            if self._unacked(participant):
+                if not client.held_back:
+                    client.held_back = True
+                    logger.warning(
+                        "%s: acknowledged none of our datagrams for %.1f s; sending it one "
+                        "tick in %d until it does (throttled)",
+                        participant.identity,
+                        self.unacked_after,
+                        self.unacked_every,
+                    )
+                if tick % self.unacked_every:
+                    client.ticks_held_back += 1
+                    continue
+            elif client.held_back:
+                client.held_back = False
+                logger.info("%s: acknowledges again; sending every tick", participant.identity)
             ok = self._guarded(client, self._send_tick, client, tick, streams, expires)
             if ok and participant.pid not in failed:
                 client.failures = 0

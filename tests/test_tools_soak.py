@@ -50,6 +50,8 @@ def test_scenario_options_are_checked() -> None:
     for argv in (
         ["--compare"],
         ["--hostile", "garbage:1", "--pairs", "2"],
+        ["--hostile", "garbage:1", "--max-steal", "5"],
+        ["--hostile", "garbage:1", "--compare", "--max-steal", "0"],
         ["--soak", "--bot-processes", "2"],
         ["--hostile", "nobody:1"],
         ["--hostile", "garbage:1", "--url", "http://127.0.0.1:1", "--api-key", "k"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -49,13 +50,26 @@ class Marker:
 CALM = LinkConditions(latency_ms=10)
 
 
+class Connection:
+    """The parts of a DatagramConnection the game host uses, on the pair's scripted clock."""
+
+    def __init__(self, endpoint: Endpoint, clock: Callable[[], float]) -> None:
+        self.endpoint = endpoint
+        self.now = clock
+        self.attached_at = clock()
+
+    def unacked_for(self, now: float) -> float:
+        acked = self.endpoint.last_acked_at
+        return now - (self.attached_at if acked is None else max(acked, self.attached_at))
+
+
 class Participant:
     """The parts of a ServerParticipant the game host uses."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, clock: Callable[[], float]) -> None:
         self.pid = 1
         self.identity = "ann"
-        self.connection = SimpleNamespace(endpoint=endpoint)
+        self.connection = Connection(endpoint, clock)
         self.left = asyncio.Event()
         self.reconnecting = False
         self.topics_out = OutgoingTopics()
@@ -81,7 +95,7 @@ class Harness:
         self.pair = EndpointPair(
             Endpoint(name="client"), Endpoint(name="server"), SimulatedLink(CALM, seed=seed)
         )
-        self.participant = Participant(self.pair.server)
+        self.participant = Participant(self.pair.server, lambda: self.pair.now)
         self.room = Room()
         self.room.connection = SimpleNamespace(endpoint=self.pair.client)  # type: ignore[assignment]
         self.room.send_frame = self.pair.client.send_frame  # type: ignore[method-assign,assignment]

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -466,10 +467,10 @@ async def run_hostiles(
     for hostile in hostiles:
         tasks.append(asyncio.get_running_loop().create_task(hostile.run(stop)))
         await asyncio.sleep(0.05)
-    readies = [asyncio.ensure_future(hostile.ready.wait()) for hostile in hostiles]
-    await asyncio.wait(readies, timeout=READY_TIMEOUT_S)
-    for waiting in readies:
-        waiting.cancel()
+    with contextlib.suppress(TimeoutError):  # past it, READY all the same
+        await asyncio.wait_for(
+            asyncio.gather(*(hostile.ready.wait() for hostile in hostiles)), READY_TIMEOUT_S
+        )
     if on_ready is not None:
         on_ready()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -864,20 +865,20 @@ async def run_scenario(
         return result
     quiet = argparse.Namespace(**vars(args))
     quiet.hostile, quiet.soak = [], False
-    quiet_samples: list[dict[str, list[float]]] = []
-    hostile_samples: list[dict[str, list[float]]] = []
+    from .load import latency_figures  # here: netcode-load imports this module
+
+    quiet_samples: list[dict[str, Any]] = []
+    hostile_samples: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
     max_steal = getattr(args, "max_steal", None)
     repeated = 0
 
-    async def run(
-        run_args: argparse.Namespace, samples: list[dict[str, list[float]]]
-    ) -> dict[str, Any]:
+    async def run(run_args: argparse.Namespace, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """One run; with --max-steal, again (up to STEAL_RETRIES times) while the hypervisor
         took more of the machine than that: such a run measured another machine."""
         nonlocal repeated
         for attempt in range(STEAL_RETRIES + 1):
-            mine: list[dict[str, list[float]]] = []
+            mine: list[dict[str, Any]] = []
             figures: dict[str, Any] = await measure(run_args, args.clients, progress, mine)
             share = _steal_share(figures)
             if max_steal is None or share is None or share <= max_steal / 100:
@@ -900,23 +901,19 @@ async def run_scenario(
         )
     if max_steal is not None:
         result["runs_repeated_for_steal"] = repeated
-    result["without_hostiles"] = {key: baseline.get(key) for key in HONEST_KEYS}
+    # the percentiles of every run of each side together (of one run, its own)
+    result.update(latency_figures(hostile_samples))
+    without = result["without_hostiles"] = {key: baseline.get(key) for key in HONEST_KEYS}
+    without.update(latency_figures(quiet_samples))
     if len(pairs) > 1:
-        pooled = [_pooled(hostile_samples), _pooled(quiet_samples)]
-        result.update(pooled[0])
-        result["without_hostiles"].update(pooled[1])
         result["pairs"] = pairs
-        held: list[Any] = [all(p["tick_rate_held"][i] for p in pairs) for i in (1, 0)]
-    else:
-        held = [baseline.get("tick_rate_held"), result.get("tick_rate_held")]
-    without = result["without_hostiles"]
     result["with_vs_without"] = {
         "event_p99_ratio": _ratio(result.get("event_p99_ms"), without.get("event_p99_ms")),
         "event_p50_ratio": _ratio(result.get("event_p50_ms"), without.get("event_p50_ms")),
         "snapshot_age_p99_ratio": _ratio(
             result.get("snapshot_age_p99_ms"), without.get("snapshot_age_p99_ms")
         ),
-        "tick_rate_held": held,
+        "tick_rate_held": [all(p["tick_rate_held"][i] for p in pairs) for i in (1, 0)],
     }
     return result
 
@@ -936,12 +933,3 @@ def _steal_share(figures: dict[str, Any]) -> float | None:
 def _ratio(a: Any, b: Any) -> float | None:
     numbers = isinstance(a, int | float) and isinstance(b, int | float)
     return round(a / b, 2) if numbers and b else None
-
-
-def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, Any]:
-    """The percentiles of several runs' samples together."""
-    from .load import latency_figures  # here: netcode-load imports this module
-
-    return latency_figures(
-        [v for s in samples for v in s["latencies_ms"]], [v for s in samples for v in s["ages_ms"]]
-    )

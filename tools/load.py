@@ -342,8 +342,6 @@ def summarize(windows: list[dict[str, Any]], clients: int) -> dict[str, Any]:
     elapsed = float(max(w["elapsed_s"] for w in windows))
     totals = [sum(c) for c in zip(*(w["counters"] for w in windows), strict=True)]
     payload, datagrams, up_b, down_b, up_d, down_d = totals
-    latencies = [v for w in windows for v in w["latencies_ms"]]
-    ages = [v for w in windows for v in w["ages_ms"]]
 
     def per_client_s(value: float) -> float:
         return round(float(value) / elapsed / clients, 1)
@@ -362,12 +360,15 @@ def summarize(windows: list[dict[str, Any]], clients: int) -> dict[str, Any]:
         # the load generator's CPU, in cores (all bot processes): near 1 per process, the
         # bots, not the server, are the limit
         "bots_cpu_cores": round(sum(w["cpu_s"] for w in windows) / elapsed, 2),
-        **latency_figures(latencies, ages),
+        **latency_figures(windows),
     }
 
 
-def latency_figures(latencies: list[float], ages: list[float]) -> dict[str, Any]:
-    """Event latency and snapshot age percentiles of one run's (or pooled runs') samples."""
+def latency_figures(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Event latency and snapshot age percentiles over ``windows`` (one run's bot
+    processes, or the windows of several runs pooled)."""
+    latencies = [v for w in windows for v in w["latencies_ms"]]
+    ages = [v for w in windows for v in w["ages_ms"]]
     return {
         "events_received": len(latencies),
         "event_p50_ms": _round(_percentile(latencies, 0.5)),
@@ -577,7 +578,7 @@ async def _drive_in_processes(
     secret: str,
     server: EmbeddedServer | None,
     pid: int | None,
-) -> tuple[list[dict[str, Any]], float, tuple[float | None, float]]:
+) -> tuple[list[dict[str, Any]], float, tuple[float | None, float, float | None]]:
     """Spread the bots over ``args.bot_processes`` children; returns their windows, the
     connect time and the server's CPU over the window (see :class:`ServerCpu`)."""
     n = max(1, min(args.bot_processes, clients))
@@ -609,32 +610,36 @@ async def _drive_in_processes(
 
 
 class ServerCpu:
-    """The server process's whole CPU from outside, from now to :meth:`stop`."""
+    """The server process's whole CPU from outside, and the machine's CPU steal, from now to
+    :meth:`stop`."""
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
         self.cpu = process_cpu_s(pid) if pid is not None else None
+        self.steal = machine_steal_s()
         self.wall = time.monotonic()
 
-    def stop(self) -> tuple[float | None, float]:
-        """(CPU seconds or None, wall seconds)."""
+    def stop(self) -> tuple[float | None, float, float | None]:
+        """(server CPU seconds or None, wall seconds, steal seconds or None)."""
         wall = time.monotonic() - self.wall
+        end_steal = machine_steal_s()
+        steal = None if self.steal is None or end_steal is None else end_steal - self.steal
         if self.pid is None or self.cpu is None:
-            return None, wall
+            return None, wall, steal
         end = process_cpu_s(self.pid)
-        return (None if end is None else end - self.cpu), wall
+        return (None if end is None else end - self.cpu), wall, steal
 
 
 async def measure(
     args: argparse.Namespace,
     clients: int,
     progress: Any = None,
-    samples: list[dict[str, list[float]]] | None = None,
+    samples: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One run: an embedded server (unless --url) and ``clients`` bots.
 
-    With ``samples``, the run's event latencies and snapshot ages are appended to it (what
-    ``--compare --pairs`` pools over its runs).
+    With ``samples``, the run's windows (each bot process's event latencies and snapshot
+    ages) are appended to it: what ``--compare --pairs`` pools over its runs.
     """
     impairment: Impairment | None = getattr(args, "impairment", None)
     spec = str(impairment) if impairment is not None else ""
@@ -652,11 +657,9 @@ async def measure(
             pid = getattr(args, "server_pid", None)
         processes = getattr(args, "bot_processes", 1)
         if processes > 1:
-            steal_before = machine_steal_s()
-            windows, connect_s, (cpu_s, wall) = await _drive_in_processes(
+            windows, connect_s, (cpu_s, wall, steal_s) = await _drive_in_processes(
                 args, clients, url, key, secret, server, pid
             )
-            steal_after = machine_steal_s()
         else:
             bots, connect_s = await connect_bots(
                 clients,
@@ -673,7 +676,6 @@ async def measure(
             if server is not None:
                 await server.command("reset", "RESET")  # the server measures from now on
             cpu = ServerCpu(pid)
-            steal_before = machine_steal_s()
             window = await run_bots(
                 bots,
                 duration=args.duration,
@@ -682,17 +684,11 @@ async def measure(
                 progress=progress,
             )
             windows = [window]
-            steal_after = machine_steal_s()
             await scenario.stop()
-            cpu_s, wall = cpu.stop()
+            cpu_s, wall, steal_s = cpu.stop()
         figures = summarize(windows, clients)
         if samples is not None:
-            samples.append(
-                {
-                    "latencies_ms": [v for w in windows for v in w["latencies_ms"]],
-                    "ages_ms": [v for w in windows for v in w["ages_ms"]],
-                }
-            )
+            samples.extend(windows)
         result: dict[str, Any] = {
             "clients": clients,
             "tick_rate_hz": args.tick_rate,
@@ -705,9 +701,7 @@ async def measure(
             "tick_rate_held": None,
             # CPU time the hypervisor took from the machine during the run (all CPUs): a
             # run with much of it measured a slower machine than one without
-            "steal_s": None
-            if steal_before is None or steal_after is None
-            else round(steal_after - steal_before, 2),
+            "steal_s": None if steal_s is None else round(steal_s, 2),
         }
         if cpu_s is not None and wall > 0:
             per_tick = cpu_s * 1000 / (wall * args.tick_rate)

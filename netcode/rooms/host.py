@@ -516,22 +516,8 @@ class GameHost(RoomHost):
             participant = client.participant
             if participant.left.is_set() or participant.reconnecting:
                 continue  # a reconnecting client's encoders wait for its receipts
-            if self._unacked(participant):
-                if not client.held_back:
-                    client.held_back = True
-                    logger.warning(
-                        "%s: acknowledged none of our datagrams for %.1f s; sending it one "
-                        "tick in %d until it does (throttled)",
-                        participant.identity,
-                        self.unacked_after,
-                        self.unacked_every,
-                    )
-                if tick % self.unacked_every:
-                    client.ticks_held_back += 1
-                    continue
-            elif client.held_back:
-                client.held_back = False
-                logger.info("%s: acknowledges again; sending every tick", participant.identity)
+            if self._held_back(client, tick):
+                continue
             ok = self._guarded(client, self._send_tick, client, tick, streams, expires)
             if ok and participant.pid not in failed:
                 client.failures = 0
@@ -545,12 +531,29 @@ class GameHost(RoomHost):
             fields = {"tick": tick, "duration_ms": duration_ms, "cpu_ms": cpu_ms}
             trace.record("tick", now, {**fields, "budget_ms": 1000 * self.interval})
 
-    def _unacked(self, participant: ServerParticipant) -> bool:
+    def _held_back(self, client: HostedClient, tick: int) -> bool:
+        """Whether ``client``, which acknowledged nothing for ``unacked_after``, skips this
+        tick (it is sent one in ``unacked_every``)."""
+        participant = client.participant
         connection = participant.connection
-        unacked_for = getattr(connection, "unacked_for", None)
-        if unacked_for is None:  # a stand-in connection that cannot tell: always served
-            return False
-        return bool(unacked_for(connection.now()) > self.unacked_after)
+        unacked_for = getattr(connection, "unacked_for", None)  # a stand-in may not tell
+        unacked = unacked_for is not None and unacked_for(connection.now()) > self.unacked_after
+        if unacked != client.held_back:
+            client.held_back = unacked
+            if unacked:
+                logger.warning(
+                    "%s: acknowledged none of our datagrams for %.1f s; sending it one "
+                    "tick in %d until it does (throttled)",
+                    participant.identity,
+                    self.unacked_after,
+                    self.unacked_every,
+                )
+            else:
+                logger.info("%s: acknowledges again; sending every tick", participant.identity)
+        if unacked and tick % self.unacked_every:
+            client.ticks_held_back += 1
+            return True
+        return False
 
     def _apply_inputs(self, client: HostedClient) -> None:
         client.input_credit = min(float(self.max_inputs_per_tick), client.input_credit + 1.0)

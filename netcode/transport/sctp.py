@@ -134,35 +134,31 @@ class SackPolicy:
         sctp._receive_data_chunk = self._on_data_chunk
 
     async def _on_data_chunk(self, chunk: Any) -> None:
-        if self._past_window(chunk):
+        # how far past the cumulative TSN the chunk is (0 or over 2**31: a duplicate), or
+        # None before the first DATA
+        last = self._sctp._last_received_tsn
+        ahead = None if last is None else (chunk.tsn - last) % 2**32
+        if self._past_window(chunk, ahead):
             self.data_refused += 1  # new data with no room for it: dropped (6.2)
             return
         admit = self.admit
         if (
             admit is not None
-            and self._is_new(chunk)
+            and self._is_new(chunk, ahead)
             and not admit(chunk.stream_id, len(chunk.user_data))
         ):
             self.data_throttled += 1
             return
         await self._receive_data(chunk)
 
-    def _ahead(self, chunk: Any) -> int | None:
-        """How far past the cumulative TSN ``chunk`` is (0 or over 2**31: a duplicate), or
-        None before the first DATA."""
-        last = self._sctp._last_received_tsn
-        return None if last is None else (chunk.tsn - last) % 2**32
-
-    def _is_new(self, chunk: Any) -> bool:
+    def _is_new(self, chunk: Any, ahead: int | None) -> bool:
         """Not a duplicate (a retransmission of a chunk already received)."""
-        ahead = self._ahead(chunk)
         if ahead is None:
             return True
         return 0 < ahead < 2**31 and chunk.tsn not in self._sctp._sack_misordered
 
-    def _past_window(self, chunk: Any) -> bool:
+    def _past_window(self, chunk: Any, ahead: int | None) -> bool:
         sctp = self._sctp
-        ahead = self._ahead(chunk)
         if ahead is None:
             return False
         waiting = sctp._sack_misordered

@@ -147,6 +147,32 @@ def test_no_impairment_delivers_at_once() -> None:
     assert queue.pop_due(1.0) == [7]
 
 
+def test_a_path_that_only_counts_passes_datagrams_through_and_counts_them() -> None:
+    queue: ImpairmentQueue[int] = ImpairmentQueue()
+    assert queue.pass_through(1.0, 10)
+    assert queue.pass_through(1.0, 20)
+    stats = queue.stats
+    assert (stats.datagrams_seen, stats.bytes_seen) == (2, 30)
+    assert (stats.datagrams_delivered, stats.bytes_delivered) == (2, 30)
+    assert queue.in_flight == 0
+    # a blackout, a datagram held before it, or an impairment send it through push
+    queue.blackout_until(2.0)
+    assert not queue.pass_through(1.5, 10)
+    assert queue.pass_through(2.0, 10)
+    queue.set_blackout(True)
+    assert not queue.pass_through(3.0, 10)
+    queue.set_blackout(False)
+    queue.config = Impairment(latency_ms=5)
+    assert not queue.pass_through(3.0, 10)
+    queue.push(3.0, 1, 10)
+    queue.config = Impairment()
+    assert not queue.pass_through(3.001, 10)  # it would overtake the datagram held
+    assert queue.pop_due(3.005) == [1]
+    assert queue.pass_through(3.006, 10)
+    assert not ImpairmentQueue(Impairment(loss=0.01)).pass_through(0.0, 10)
+    assert not ImpairmentQueue(Impairment(blackouts=[(0, 1)])).pass_through(0.0, 10)
+
+
 def test_jitter_varies_delay_within_bounds_without_reordering() -> None:
     queue: ImpairmentQueue[int] = ImpairmentQueue(
         Impairment(latency_ms=40, jitter_ms=10), rng=random.Random(1)

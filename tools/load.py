@@ -726,6 +726,13 @@ async def measure(
                 ticks_skipped=stats["ticks_skipped"],
                 tick_rate_held=stats["tick_rate_held"],
             )
+            counts = stats.get("server_counts") or {}
+            if wall > 0 and counts:
+                # what the server's netcode connections and SCTP associations sent and
+                # received, per client and second: where the datagrams on the wire come from
+                result["server_counts_per_client_s"] = {
+                    key: round(n / (wall * clients), 1) for key, n in sorted(counts.items())
+                }
         result.update(figures)
         result.update(scenario.figures())
         return result

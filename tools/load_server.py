@@ -27,7 +27,7 @@ import random
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +40,7 @@ from netcode.rooms.host import GameHost
 from netcode.rooms.server import ServerRoom
 from netcode.transport.impair import Impairment
 from netcode.transport.peerlink import PeerLink
+from netcode.wire import FrameType
 
 __all__ = ["LOAD_REGISTRY", "Mover", "Player", "main"]
 
@@ -143,6 +144,7 @@ class ServerProbe:
         self.sample_sctp = sample_sctp
         self.samples: deque[tuple[int, int, int, int]] = deque(maxlen=self.MAX_SAMPLES)
         self.wire_at_reset = 0
+        self.counts_at_reset: Counter[str] = Counter()
         self.reset_at = time.perf_counter()
         self._task: asyncio.Task[None] | None = None
 
@@ -156,8 +158,29 @@ class ServerProbe:
                 total += sum(s.bytes_seen for s in link.impairment.stats().values())
         return total
 
+    def datagram_counts(self) -> Counter[str]:
+        """What the server's connections and SCTP associations sent and received, summed
+        over the participants (monotonic; :meth:`stats` gives the window's difference)."""
+        out: Counter[str] = Counter()
+        for participant in self.room.participants.values():
+            c = participant.connection.endpoint.counters
+            out["datagrams_sent"] += c.datagrams_sent
+            out["datagrams_received"] += c.datagrams_received
+            for frame_type, n in c.frames_sent.items():
+                out[f"frames_sent.{FrameType(frame_type).name}"] += n
+            for frame_type, n in c.frames_received.items():
+                out[f"frames_received.{FrameType(frame_type).name}"] += n
+            link = participant.link
+            policy = getattr(link, "sack_policy", None)
+            if policy is not None:
+                out["sacks_alone"] += policy.sacks_alone
+                out["sacks_bundled"] += policy.sacks_bundled
+                out["data_bundled"] += policy.data_bundled
+        return out
+
     def reset(self) -> None:
         self.samples.clear()
+        self.counts_at_reset = self.datagram_counts()
         self.wire_at_reset = self.wire_bytes()
         self.reset_at = time.perf_counter()
         if self._task is None and self.sample_sctp:
@@ -230,6 +253,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
     stats["clients"] = len(host.clients)
     stats["entities"] = len(host.world)
     stats["server_report"] = report.summary()
+    stats["server_counts"] = dict(probe.datagram_counts() - probe.counts_at_reset)
     if args.probe:
         stats["probe"] = probe.stats()
     await host.stop()

@@ -82,6 +82,9 @@ class Participant:
     def send_frame(self, frame_type: int, payload: bytes, *, topic: str = "", **opts: Any) -> None:
         self.connection.endpoint.send_frame(frame_type, payload, **opts)
 
+    def release_events(self) -> None:
+        pass  # no game events here
+
     def send_extension(self, channel: int, body: bytes, sender_pid: int = 0) -> None:
         assert channel == ExtensionChannel.HOST
         self.hellos.append(body)

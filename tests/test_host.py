@@ -14,7 +14,10 @@ from netcode.cli import make_token
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
 from netcode.rooms import Room, RoomServer
 from netcode.rooms.host import GameHost
+from netcode.rooms.events import Chat
 from netcode.rooms.replica import Replica
+from netcode.trace import read_trace
+from netcode.wire import FrameType
 
 pytestmark = pytest.mark.webrtc
 
@@ -175,3 +178,40 @@ async def test_interpolation_renders_about_a_tenth_of_a_second_behind(
     stats = replica.snapshot_stats()
     assert stats["datagrams_per_snapshot"] == 1.0 and 0 < stats["snapshot_bytes"] < 1160
     await room.disconnect()
+
+
+async def test_relayed_events_ride_the_ticks_datagram(tmp_path: Any) -> None:
+    # At 10 Hz a tick leaves every 100 ms, and bob's inputs reach the server every 10 ms:
+    # each of those starts a flush of bob's connection. The events ann sends still wait
+    # for the next tick and leave in its datagram, beside the snapshot, not alone.
+    trace_path = tmp_path / "server.trace.jsonl"
+    server = RoomServer(KEY, SECRET, trace=str(trace_path))
+    await server.start("127.0.0.1", 0)
+    host = GameHost(tick_rate=10, registry=REGISTRY)
+    Game(host)
+    host.attach(server.room("game"))
+    try:
+        ann, _ = await join(server, "ann")
+        bob, bob_replica = await join(server, "bob")
+        received: list[str] = []
+        bob.on_event(Chat, lambda event, *_: received.append(event.text))
+        await eventually(lambda: bob_replica.latest_tick is not None)
+        for i in range(120):
+            bob_replica.send_input(i, b"\x00")
+            if i % 6 == 0:
+                ann.send_event(Chat(f"line {i // 6}"))
+            await asyncio.sleep(0.01)
+        await eventually(lambda: len(received) == 20)
+        assert received == [f"line {i}" for i in range(20)]
+        await ann.disconnect()
+        await bob.disconnect()
+    finally:
+        await host.stop()
+        await server.stop()
+    _, records = read_trace(trace_path)
+    to_bob = [r for r in records if r["kind"] == "send" and r["conn"] == "bob"]
+    sent = [{frame_type for frame_type, _ in r["frames"]} for r in to_bob]
+    with_events = [types for types in sent if FrameType.EVENT in types]
+    alone = [types for types in with_events if FrameType.SNAPSHOT not in types]
+    assert len(with_events) >= 10  # 20 events over about 12 ticks
+    assert len(alone) <= 1, alone  # (a resend may leave on its own timer)

@@ -171,6 +171,32 @@ def test_lost_report_of_an_older_transmission_is_ignored() -> None:
     assert s.tx.flush(1.0) == 0  # the resend is still in flight and not yet due
 
 
+def test_held_new_messages_wait_for_release_but_repairs_do_not() -> None:
+    # A game host holds its events for the tick's datagram (hold_new): a flush that a
+    # datagram from the peer starts between ticks sends none of them.
+    s = Scripted(ReliableConfig(initial_resend_s=5.0, max_resend_s=5.0, redundant_copies=0))
+    s.tx.send(b"old")
+    assert event_ids(s.from_tx(0.0)) == [[0]]  # lost
+    s.tx.hold_new = True
+    s.tx.send(b"new1")
+    s.tx.send(b"new2")
+    assert s.tx.get_timer() == pytest.approx(5.0)  # the resend of "old", not "at once"
+    assert s.tx.flush(0.5) == 0
+    s.a.handle_timer(1.0)  # "old" LOST: its repair is not held, the new ones are
+    assert event_ids(s.from_tx(1.0)) == [[0]]
+    assert s.tx.release_new() is True
+    assert s.tx.get_timer() is not None and s.tx.get_timer() <= 1.0  # type: ignore[operator]
+    assert event_ids(s.from_tx(1.01)) == [[1, 2]]  # the tick's flush: both in one frame
+    assert s.tx.release_new() is False  # nothing new left
+    s.tx.send(b"new3")
+    assert s.tx.flush(1.02) == 0
+    s.tx.hold_new = False  # no more ticks: what was held goes at the next flush
+    assert event_ids(s.from_tx(1.03)) == [[3]]
+    s.tx.send(b"new4")  # and new messages go at once again
+    assert event_ids(s.from_tx(1.04)) == [[4]]
+    assert s.tx.counters.messages_sent == 5
+
+
 def test_early_copy_rides_the_next_frame_so_one_loss_costs_a_tick() -> None:
     s = Scripted()
     s.tx.send(b"m0")

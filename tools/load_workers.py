@@ -39,7 +39,7 @@ from netcode.rooms import RoomServer
 from netcode.rooms.host import GameHost
 from netcode.rooms.server import ServerRoom
 
-from .load import Bot, connect_bots, drive_bots
+from .load import Bot, connect_bots, drive_bots, machine_steal_s
 from .load_server import KEY, LOAD_REGISTRY, SECRET, LoadGame
 
 __all__ = ["LoadRoomServer", "main", "measure"]
@@ -109,7 +109,7 @@ async def measure(pool: WorkerPool, args: argparse.Namespace, clients: int) -> d
         connect_s = time.perf_counter() - started
         await asyncio.sleep(0.5)  # every bot receives its first snapshots
         await pool.query("reset")
-        cpu_before, wall_before = _cpu_s(), time.perf_counter()
+        cpu_before, wall_before, steal_before = _cpu_s(), time.perf_counter(), machine_steal_s()
         figures = await drive_bots(
             bots,
             duration=args.duration,
@@ -117,6 +117,7 @@ async def measure(pool: WorkerPool, args: argparse.Namespace, clients: int) -> d
             event_interval=args.event_interval,
         )
         bots_cpu = (_cpu_s() - cpu_before) / (time.perf_counter() - wall_before)
+        steal_after = machine_steal_s()
         stats = [s for s in await pool.query("stats") if s is not None]
     finally:
         await asyncio.gather(*(b.room.disconnect() for b in bots), return_exceptions=True)
@@ -162,6 +163,10 @@ async def measure(pool: WorkerPool, args: argparse.Namespace, clients: int) -> d
         # a machine shared with other work stretches)
         "ticks_on_time": kept and figures["clients_connected_at_end"] == clients,
         "bots_cpu_percent": round(100 * bots_cpu, 1),
+        # CPU the hypervisor took from the machine during the run (all CPUs, seconds)
+        "steal_s": None
+        if steal_before is None or steal_after is None
+        else round(steal_after - steal_before, 2),
         "per_worker": workers,
         **figures,
     }
@@ -173,9 +178,7 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         await pool.start("127.0.0.1", 0)
         if not args.find_max:
             return await measure(pool, args, args.clients)
-        counts = [
-            c for c in (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128) if c <= args.max_clients
-        ]
+        counts = range(args.start, args.max_clients + 1, args.step)
         runs, best = [], 0
         for count in counts:
             result = await measure(pool, args, count)
@@ -210,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-every", type=int, default=8, help="every Nth bot decodes fully")
     parser.add_argument("--find-max", action="store_true", help="raise clients until ticks slip")
     parser.add_argument("--max-clients", type=int, default=128, help="--find-max stops here")
+    parser.add_argument("--start", type=int, default=8, help="--find-max starts here (8)")
+    parser.add_argument("--step", type=int, default=8, help="--find-max raises by this (8)")
     parser.add_argument(
         "--until",
         choices=("tick_rate_held", "ticks_on_time"),
@@ -221,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.rooms < 1 or args.clients < 1 or args.duration <= 0:
         parser.error("--workers, --rooms and --clients must be at least 1, --duration positive")
+    if args.start < 1 or args.step < 1:
+        parser.error("--start and --step must be at least 1")
     result = asyncio.run(run(args, lambda line: print(line, file=sys.stderr, flush=True)))
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0

@@ -318,6 +318,9 @@ class ReliableChannel:
         self._timer_key: tuple[int, bool] | None = None
         self._timer_timeout = 0.0
         self._timer_value: float | None = None
+        # new messages wait for release_new() while hold_new is set (see there)
+        self._hold_new = False
+        self._released = False
 
     # ---------------------------------------------------------------- API: sending
 
@@ -361,10 +364,40 @@ class ReliableChannel:
             )
         self._next_id = seq_add(message_id, 1)
         self._outgoing[message_id] = _Outgoing(message)
-        self._urgent = True
+        if not self._hold_new or self._released:
+            self._urgent = True
         self._outgoing_bytes += n
         self.counters.messages_queued += 1
         return message_id
+
+    @property
+    def hold_new(self) -> bool:
+        """While True, a new message waits for :meth:`release_new` instead of leaving at the
+        next flush; resends, LOST repairs and acknowledgements are not held.
+
+        For an owner that sends a datagram every tick (a game host): its events then ride
+        the tick's datagram, instead of leaving alone at a flush some datagram from the
+        peer started (which costs a datagram and the SCTP acknowledgement it draws).
+        Setting it False lets held messages go at the next flush.
+        """
+        return self._hold_new
+
+    @hold_new.setter
+    def hold_new(self, value: bool) -> None:
+        if self._hold_new and not value:
+            self._urgent = True  # what was held is new: due at once
+        self._hold_new = value
+
+    def release_new(self) -> bool:
+        """Let the new messages held by :attr:`hold_new` go at the next flush; True if some
+        wait (the caller then flushes)."""
+        if not self._hold_new or self._released:
+            return self._released
+        outgoing = self._outgoing
+        if not outgoing or next(reversed(outgoing.values())).last_sent is not None:
+            return False  # nothing new (unsent messages are the newest)
+        self._released = self._urgent = True
+        return True
 
     def flush(self, now: float) -> int:
         """Hand what is due to the endpoint as EVENT frames; returns the frames sent.
@@ -398,9 +431,12 @@ class ReliableChannel:
         timed_out = False
         selected: list[tuple[int, _Outgoing]] = []
         candidates: list[tuple[int, _Outgoing]] = []
+        held = self._hold_new and not self._released
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= window:
                 break  # the receiver might not have room for it yet
+            if out.last_sent is None and held:
+                break  # new, held until release_new (the newest come last)
             if out.last_sent is None or out.due:
                 selected.append((message_id, out))
                 due_bytes += _MAX_ENTRY_OVERHEAD + len(out.data)
@@ -436,7 +472,7 @@ class ReliableChannel:
             self._urgent = True
             return 1 if sent else 0
         if not selected:
-            self._urgent = False
+            self._urgent = self._released = False
             # Early copies only ride datagrams that leave anyway: the frames queued in the
             # endpoint, in the room their last datagram has left.
             room = _spare_datagram_room(self.endpoint.send_queue_bytes)
@@ -479,7 +515,7 @@ class ReliableChannel:
             if not self._emit(batch, now):
                 return frames
             frames += 1
-        self._urgent = False  # every message that was new or due left
+        self._urgent = self._released = False  # every message that was new or due left
         return frames
 
     def get_timer(self) -> float | None:
@@ -521,9 +557,12 @@ class ReliableChannel:
         copy_limit = config.redundant_copies if copies else 0
         spacing = config.copy_spacing_s
         earliest: float | None = None
+        held = self._hold_new and not self._released
         for message_id, out in self._outgoing.items():
             if seq_diff(message_id, base) >= window:
                 break
+            if out.last_sent is None and held:
+                break  # new and held: no deadline until release_new
             if out.last_sent is None or out.due:
                 return last_flush
             deadline = out.last_copy + waits[min(out.resends, 8)]

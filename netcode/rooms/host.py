@@ -341,6 +341,7 @@ class GameHost(RoomHost):
         self._task = loop.create_task(self._run())
 
     async def stop(self) -> None:
+        self._stop_pacing()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -350,8 +351,15 @@ class GameHost(RoomHost):
             self._task = None
 
     def close(self) -> None:
+        self._stop_pacing()
         if self._task is not None:
             self._task.cancel()
+
+    def _stop_pacing(self) -> None:
+        # no more ticks: events go at once again, and what waits for a tick goes now
+        self.sends_every_tick = False
+        for client in self.clients.values():
+            client.participant.release_events()
 
     @property
     def interval(self) -> float:
@@ -514,7 +522,11 @@ class GameHost(RoomHost):
         self.on_tick(tick, self.interval)
         for client in list(self.clients.values()):
             participant = client.participant
-            if participant.left.is_set() or participant.reconnecting:
+            if participant.left.is_set():
+                continue
+            # the events relayed since the last tick ride this tick's datagram
+            participant.release_events()
+            if participant.reconnecting:
                 continue  # a reconnecting client's encoders wait for its receipts
             if self._held_back(client, tick):
                 continue

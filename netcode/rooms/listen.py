@@ -23,8 +23,8 @@ participant with its own pid.
 The host sees each peer as a :class:`HostedPeer`: the part of
 :class:`~netcode.rooms.server.ServerParticipant` a game host uses (``pid``, ``identity``,
 ``name``, ``metadata``, ``claims``, ``room``, ``connection``, ``topics_out``,
-``subscribes_to``, ``send_frame``, ``send_extension``, ``disconnect``, ``left``,
-``reconnecting``), and the room as a :class:`ListenRoom` (``participants``, ``send_event``,
+``subscribes_to``, ``send_frame``, ``send_extension``, ``release_events``, ``disconnect``,
+``left``, ``reconnecting``), and the room as a :class:`ListenRoom` (``participants``, ``send_event``,
 ``send_data``, ``by_identity``). A peer joins the game when its direct link first opens; a
 dropped link makes it *reconnecting* until the pair is rebuilt; it leaves when it leaves
 the room. The host receives the game events sent to it (to everyone, or naming the host's
@@ -129,6 +129,12 @@ class HostedPeer:
         """A frame of the game to this peer (``topic`` only labels it, as on a server)."""
         self.pair.connection.send_frame(frame_type, payload, **options)
 
+    def release_events(self) -> None:
+        """Let the events held for the host's tick leave at the next flush (as
+        ServerParticipant.release_events)."""
+        if self.pair.events.channel.release_new():
+            self.pair.connection.schedule_flush()
+
     def send_extension(self, channel: int, body: bytes, sender_pid: int = 0) -> None:
         """An EXTENSION message from the game host (pid 0) to this peer."""
         self.pair.send_extension(channel, body, pid=sender_pid)
@@ -206,7 +212,9 @@ class ListenRoom:
             codec = pair.events.registry.of(event)
             pair.events.send_down(codec.type_id, 0, topic, codec.encode(event))
             host = self.host
-            if host is None or not host.sends_every_tick:
+            paced = host is not None and host.sends_every_tick
+            pair.events.channel.hold_new = paced  # until the tick (HostedPeer.release_events)
+            if not paced:
                 pair.connection.schedule_flush()
 
     def send_data(

@@ -709,10 +709,19 @@ class ServerParticipant:
         except SendQueueFull:
             return False
         host = self.room.host
-        if host is None or not host.sends_every_tick:
+        paced = host is not None and host.sends_every_tick
+        # with a host that sends every tick, the event waits for the tick's datagram
+        # (release_events), even if a datagram from the client starts a flush before
+        self.events.channel.hold_new = paced
+        if not paced:
             self.connection.schedule_flush()
-        # else the host's next tick flushes the connection: the event rides its datagram
         return True
+
+    def release_events(self) -> None:
+        """Let the events held for the host's tick leave at the next flush (the host calls
+        it every tick, before it sends; see ReliableChannel.hold_new)."""
+        if self.events.channel.release_new():
+            self.connection.schedule_flush()
 
     def _on_lossy_data(self, payload: bytes) -> None:
         topic_id, inline, text, destinations, data = decode_lossy_up_untrusted(payload)

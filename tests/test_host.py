@@ -13,8 +13,8 @@ from helpers import eventually
 from netcode.cli import make_token
 from netcode.replication import SchemaRegistry, entity, qangle, qfloat, qint
 from netcode.rooms import Room, RoomServer
-from netcode.rooms.host import GameHost
 from netcode.rooms.events import Chat
+from netcode.rooms.host import GameHost
 from netcode.rooms.replica import Replica
 from netcode.trace import read_trace
 from netcode.wire import FrameType

@@ -24,11 +24,11 @@ The host sees each peer as a :class:`HostedPeer`: the part of
 :class:`~netcode.rooms.server.ServerParticipant` a game host uses (``pid``, ``identity``,
 ``name``, ``metadata``, ``claims``, ``room``, ``connection``, ``topics_out``,
 ``subscribes_to``, ``send_frame``, ``send_extension``, ``release_events``, ``disconnect``,
-``left``, ``reconnecting``), and the room as a :class:`ListenRoom` (``participants``, ``send_event``,
-``send_data``, ``by_identity``). A peer joins the game when its direct link first opens; a
-dropped link makes it *reconnecting* until the pair is rebuilt; it leaves when it leaves
-the room. The host receives the game events sent to it (to everyone, or naming the host's
-identity), not those two other participants exchange.
+``left``, ``reconnecting``), and the room as a :class:`ListenRoom` (``participants``,
+``send_event``, ``send_data``, ``by_identity``). A peer joins the game when its direct
+link first opens; a dropped link makes it *reconnecting* until the pair is rebuilt; it
+leaves when it leaves the room. The host receives the game events sent to it (to everyone,
+or naming the host's identity), not those two other participants exchange.
 
 When the host leaves the room, the room server disconnects everyone else with
 ``host_left``: the game is over. Host migration (not built) would let the server name a

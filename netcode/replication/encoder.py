@@ -118,6 +118,9 @@ InterestFn = Callable[[TypeStore], Bools]
 PriorityFn = Callable[[TypeStore, I64], F64]
 
 _NONE, _CREATING, _ALIVE = 0, 1, 2
+#: the baseline version of a row not shown: no world version is newer, so the row is never a
+#: candidate by change (one comparison finds the changed rows, without a test of the state)
+_NEVER = np.iinfo(np.int64).max
 
 
 def _gaps(ids: I64) -> I64:
@@ -183,6 +186,8 @@ class _TypeView:
         self.acc = np.zeros(0, dtype=np.float64)
         #: the store's serial when this view last took in every row it could (else -1)
         self.synced = -1
+        #: rows in state _CREATING (while 0, nothing needs a test of the state per row)
+        self.creating = 0
         self.grow()
 
     def grow(self) -> None:
@@ -202,7 +207,7 @@ class _TypeView:
         self.eid = g(self.eid, -1)
         self.base_q = g(self.base_q)
         self.base_tick = g(self.base_tick, -1)
-        self.base_ver = g(self.base_ver, -1)
+        self.base_ver = g(self.base_ver, _NEVER)
         self.base_idx = g(self.base_idx, -1)
         self.base_gen = g(self.base_gen, -1)
         self.sends = g(self.sends)
@@ -211,8 +216,13 @@ class _TypeView:
         self.cap = cap
 
     def forget(self, rows: I64) -> None:
+        """End the visibility of ``rows``: no serial (0 is none), nothing due."""
+        if self.creating:
+            self.creating -= int(np.count_nonzero(self.state[rows] == _CREATING))
         self.state[rows] = _NONE
         self.start(rows)
+        self.vis[rows] = 0
+        self.base_ver[rows] = _NEVER
 
     def start(self, rows: I64) -> None:
         """No baseline and no sends for ``rows`` (a visibility ends or begins)."""
@@ -540,24 +550,31 @@ class SnapshotEncoder:
         for sec in rec.sections:
             tv = sec.view
             rows = sec.rows
-            state = tv.state[rows]
-            ok = (tv.vis[rows] == sec.vis) & (state != _NONE)
-            creating = ok & (state == _CREATING)
-            if creating.any():
-                tv.state[rows[creating]] = _ALIVE
+            # still the visibility it was sent in (a row not shown has serial 0, and serials
+            # start at 1)
+            ok = tv.vis[rows] == sec.vis
+            if tv.creating:
+                creating = ok & (tv.state[rows] == _CREATING)
+                if creating.any():
+                    tv.state[rows[creating]] = _ALIVE
+                    tv.creating -= int(np.count_nonzero(creating))
             # adopt as baseline only if the client could decode the record when it arrived
             # (its own baseline, or the record itself for full states, not yet evicted:
             # fewer than H sends newer than it, else it skipped the record as stale) and if
             # it is newer than the current baseline
             ref = np.where(sec.base_used >= 0, sec.base_idx, sec.send_idx)
             adopt = ok & (tick > tv.base_tick[rows]) & (tv.sends[rows] - ref <= h)
-            if adopt.any():
-                r = rows[adopt]
-                tv.base_q[r] = sec.q[adopt]
-                tv.base_tick[r] = tick
-                tv.base_ver[r] = sec.version
-                tv.base_gen[r] = sec.gen
-                tv.base_idx[r] = sec.send_idx[adopt]
+            if adopt.all():  # the usual case: every row, without a copy of each array
+                r, q, send_idx = rows, sec.q, sec.send_idx
+            elif adopt.any():
+                r, q, send_idx = rows[adopt], sec.q[adopt], sec.send_idx[adopt]
+            else:
+                continue
+            tv.base_q[r] = q
+            tv.base_tick[r] = tick
+            tv.base_ver[r] = sec.version
+            tv.base_gen[r] = sec.gen
+            tv.base_idx[r] = send_idx
 
     # -- internals --------------------------------------------------------------------
 
@@ -606,6 +623,7 @@ class SnapshotEncoder:
             taken = len(rows)
             if taken:
                 tv.state[rows] = _CREATING
+                tv.creating += taken
                 serials = np.arange(self._vis_serial + 1, self._vis_serial + 1 + taken)
                 self._vis_serial += taken
                 tv.vis[rows] = serials
@@ -623,14 +641,15 @@ class SnapshotEncoder:
         """Rows to send (changed since the state of their baseline, or creation due), which
         of them can be sent as deltas, their baseline ticks, and whether every creation due
         was taken."""
-        state = tv.state
         # due until the client confirms a send of the current value: the row changed after
         # the world's version its baseline was read at (before that confirmation it may
-        # hold another value sent since its baseline, even if the row is back at it)
-        changed = (state == _ALIVE) & (tv.store.changed > tv.base_ver)
-        creating = state == _CREATING
+        # hold another value sent since its baseline, even if the row is back at it); a row
+        # not shown has the baseline version _NEVER
+        changed = tv.store.changed > tv.base_ver
         all_due = True
-        if creating.any():
+        if tv.creating:
+            creating = tv.state == _CREATING
+            changed &= ~creating  # due by their resend interval, not by change
             due = creating & (tick - tv.last_full >= self.resend_ticks)
             all_due = bool((due == creating).all())
             changed |= due

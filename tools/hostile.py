@@ -880,7 +880,7 @@ async def run_scenario(
         for attempt in range(STEAL_RETRIES + 1):
             mine: list[dict[str, Any]] = []
             figures: dict[str, Any] = await measure(run_args, args.clients, progress, mine)
-            share = _steal_share(figures)
+            share = steal_share(figures)
             if max_steal is None or share is None or share <= max_steal / 100:
                 break
             if attempt < STEAL_RETRIES:
@@ -922,7 +922,7 @@ async def run_scenario(
 STEAL_RETRIES = 3
 
 
-def _steal_share(figures: dict[str, Any]) -> float | None:
+def steal_share(figures: dict[str, Any]) -> float | None:
     """The share of the machine's CPU the hypervisor took during a run, if known."""
     steal, duration = figures.get("steal_s"), figures.get("duration_s")
     if not isinstance(steal, int | float) or not isinstance(duration, int | float) or not duration:

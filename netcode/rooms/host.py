@@ -358,8 +358,14 @@ class GameHost(RoomHost):
     def _stop_pacing(self) -> None:
         # no more ticks: events go at once again, and what waits for a tick goes now
         self.sends_every_tick = False
-        for client in self.clients.values():
-            client.participant.release_events()
+        self._release_events()
+
+    def _release_events(self) -> None:
+        """Let every participant's events held for the tick go (everyone in the room: one
+        the game stopped serving is still sent the room's events)."""
+        participants = self.room.participants.values() if self.room is not None else ()
+        for participant in list(participants):
+            participant.release_events()
 
     @property
     def interval(self) -> float:
@@ -520,13 +526,10 @@ class GameHost(RoomHost):
             ):
                 failed.add(client.participant.pid)
         self.on_tick(tick, self.interval)
+        self._release_events()  # the events relayed since the last tick ride its datagram
         for client in list(self.clients.values()):
             participant = client.participant
-            if participant.left.is_set():
-                continue
-            # the events relayed since the last tick ride this tick's datagram
-            participant.release_events()
-            if participant.reconnecting:
+            if participant.left.is_set() or participant.reconnecting:
                 continue  # a reconnecting client's encoders wait for its receipts
             if self._held_back(client, tick):
                 continue

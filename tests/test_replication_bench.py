@@ -51,3 +51,26 @@ def test_scenes_are_seeded() -> None:
                 scene.step(world, tick)
             states.append({e: world.quantized(e) for e in world.entity_ids()})
         assert states[0] == states[1]
+
+
+def test_encoder_ab_runs_two_encoders_on_the_same_ticks(tmp_path: object) -> None:
+    from netcode_tools import bench_encoder_ab
+
+    # the current encoder against itself (HEAD's file): the same work on both sides
+    against = bench_encoder_ab.load_encoder("HEAD", str(tmp_path))
+    assert against.SnapshotEncoder is not None and against.__name__ == "encoder_against"
+    result = bench_encoder_ab.run_once(against, clients=3, ticks=70, seed=2)
+    for side in ("current", "against"):
+        figures = result[side]
+        assert 0 < figures["encode_us_per_entity"] <= figures["with_receipts_us_per_entity"]
+    assert 0.2 < result["encode_ratio"] < 5
+
+
+def test_encoder_ab_names_a_bad_revision() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "netcode_tools.bench_encoder_ab", "--against", "no-such-rev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "git show no-such-rev" in out.stderr

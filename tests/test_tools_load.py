@@ -44,6 +44,12 @@ def test_load_json_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> N
     assert result["events_received"] >= 3 * 2 * 2
     assert 0 < result["event_p50_ms"] <= result["event_p99_ms"] < 1000
     assert 0 < result["snapshot_age_p50_ms"] <= result["snapshot_age_p99_ms"] < 1000
+    # what the server's connections sent each client: a datagram a tick, the snapshot and
+    # INPUT_ACK in it, and the relayed events riding it rather than leaving on their own
+    counts = result["server_counts_per_client_s"]
+    assert counts["frames_sent.SNAPSHOT"] >= 25 and 25 <= counts["frames_sent.INPUT_ACK"] <= 31
+    assert counts["datagrams_sent"] <= counts["frames_sent.INPUT_ACK"] + 4
+    assert counts["frames_received.INPUT"] >= 25
 
 
 def test_url_mode_requires_keys() -> None:

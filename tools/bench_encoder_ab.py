@@ -24,23 +24,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict, deque
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import netcode.replication.encoder as current_encoder
 from netcode.replication import World
-from netcode.replication.wire import (
-    DEFAULT_HISTORY_DEPTH,
-    DEFAULT_MAX_ENTITIES,
-    DEFAULT_MAX_ENTITY_ID,
-    Receipt,
-)
 
+from .bench_replication import BenchClient, ack_delay_ticks
 from .scenes import SCENES
 
 WARMUP_TICKS = 60
+#: receipts come back after netcode-bench replication's default delay, spread over clients
+ACK_DELAY_MS = 100.0
+MAX_PART_BYTES = 1100
 
 
 def load_encoder(revision: str, directory: str) -> ModuleType:
@@ -62,24 +59,26 @@ def load_encoder(revision: str, directory: str) -> ModuleType:
 
 
 class Side:
-    """One encoder module's world and clients."""
+    """One encoder module's world and clients (``netcode-bench replication``'s clients)."""
 
     def __init__(self, module: ModuleType, clients: int, seed: int) -> None:
         self.scene = SCENES["arena256"](seed)
         self.world = World(self.scene.registry)
         self.scene.setup(self.world)
-        self.clients: list[dict[str, Any]] = []
-        for i in range(clients):
-            spread = 0.5 + (i - 1) / (clients - 2) if i and clients > 2 else 1.0
-            self.clients.append(
-                {
-                    "encoder": module.SnapshotEncoder(self.world, max_part_bytes=1100),
-                    "delay": max(1, round(0.1 * spread * self.scene.tick_hz)),
-                    "receipts": defaultdict(list),
-                    "applied": deque(maxlen=4),
-                    "epoch": -1,
-                }
+        options = argparse.Namespace(no_share=False, seed=seed, loss=0.0)
+        hz = self.scene.tick_hz
+        self.clients = [
+            BenchClient(
+                self.world,
+                options,
+                i,
+                ack_delay_ticks(i, clients, ACK_DELAY_MS, hz),
+                None,  # the client applies every part: a receipt of its 4 newest ticks
+                MAX_PART_BYTES,
+                encoder_cls=module.SnapshotEncoder,
             )
+            for i in range(clients)
+        ]
         self.encode_us: list[float] = []
         self.with_receipts_us: list[float] = []
 
@@ -87,31 +86,14 @@ class Side:
         self.scene.step(self.world, tick)
         encode_s = receipts_s = 0.0
         for client in self.clients:
-            encoder = client["encoder"]
             t0 = time.thread_time()
-            for receipt in client["receipts"].pop(tick, []):
-                encoder.on_receipt(receipt)
+            client.receipts(tick)
             t1 = time.thread_time()
-            parts = encoder.encode(tick)
+            parts = client.encoder.encode(tick)
             t2 = time.thread_time()
             receipts_s += t1 - t0
             encode_s += t2 - t1
-            # the client applies every part: a receipt of its 4 newest ticks
-            if parts[0].epoch != client["epoch"]:
-                client["epoch"] = parts[0].epoch
-                client["applied"].clear()
-            client["applied"].append((tick, [p.part_index for p in parts]))
-            applied = tuple((t, i) for t, idx in reversed(client["applied"]) for i in idx)
-            client["receipts"][tick + client["delay"]].append(
-                Receipt(
-                    client["epoch"],
-                    False,
-                    DEFAULT_MAX_ENTITIES,
-                    DEFAULT_MAX_ENTITY_ID,
-                    DEFAULT_HISTORY_DEPTH,
-                    applied,
-                )
-            )
+            client.receive(tick, parts)
         if tick > WARMUP_TICKS:
             per = 1e6 / len(self.clients) / len(self.world)
             self.encode_us.append(encode_s * per)

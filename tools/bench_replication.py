@@ -142,7 +142,14 @@ class _Changes:
         return changed, removed
 
 
-class _Client:
+def ack_delay_ticks(index: int, clients: int, ack_delay_ms: float, hz: float) -> int:
+    """Client ``index``'s receipt delay in ticks: client 0 at ``ack_delay_ms``, the others
+    spread from half to one and a half of it (clients with different round trips)."""
+    spread = 0.5 + (index - 1) / (clients - 2) if index and clients > 2 else 1.0
+    return max(1, round(ack_delay_ms * spread / 1000.0 * hz))
+
+
+class BenchClient:
     """One client: its encoder, its link (ack delay, loss), its receipts."""
 
     def __init__(
@@ -153,10 +160,10 @@ class _Client:
         ack_delay: int,
         decoder: SnapshotDecoder | None,
         max_part_bytes: int,
+        encoder_cls: Any = SnapshotEncoder,
     ) -> None:
-        self.encoder = SnapshotEncoder(
-            world, max_part_bytes=max_part_bytes, share=not args.no_share
-        )
+        # encoder_cls: another revision's SnapshotEncoder (netcode_tools.bench_encoder_ab)
+        self.encoder = encoder_cls(world, max_part_bytes=max_part_bytes, share=not args.no_share)
         self.decoder = decoder
         self.ack_delay = ack_delay
         self.rng = random.Random(f"{args.seed}/{index}")
@@ -237,12 +244,17 @@ def run_scene(name: str, args: argparse.Namespace) -> dict[str, Any]:
     n_clients = max(1, args.clients)
     # as the game host sizes parts: room for the topic header and its name inline
     max_part_bytes = MAX_FRAME_PAYLOAD_BYTES - 6 - len(TOPIC.encode())
-    clients = []
-    for i in range(n_clients):
-        # client 0 at the given delay, the others spread from half to one and a half of it
-        spread = 0.5 + (i - 1) / (n_clients - 2) if i and n_clients > 2 else 1.0
-        delay = max(1, round(args.ack_delay_ms * spread / 1000.0 * hz))
-        clients.append(_Client(world, args, i, delay, decoder if i == 0 else None, max_part_bytes))
+    clients = [
+        BenchClient(
+            world,
+            args,
+            i,
+            ack_delay_ticks(i, n_clients, args.ack_delay_ms, hz),
+            decoder if i == 0 else None,
+            max_part_bytes,
+        )
+        for i in range(n_clients)
+    ]
     total_ticks = max(2, round(args.seconds * hz))
     warmup = min(round(args.warmup * hz), total_ticks // 2)
     sums: defaultdict[str, float] = defaultdict(float)

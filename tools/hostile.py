@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from netcode.cli import make_token
@@ -874,17 +874,17 @@ async def run_scenario(
     repeated = 0
 
     async def run(run_args: argparse.Namespace, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """One run; with --max-steal, again (up to STEAL_RETRIES times) while the hypervisor
-        took more of the machine than that: such a run measured another machine."""
+        """One run (with --max-steal, measured again while the hypervisor took the machine)."""
         nonlocal repeated
-        for attempt in range(STEAL_RETRIES + 1):
-            mine: list[dict[str, Any]] = []
+        mine: list[dict[str, Any]] = []  # the windows of the run kept
+
+        async def once() -> dict[str, Any]:
+            mine.clear()
             figures: dict[str, Any] = await measure(run_args, args.clients, progress, mine)
-            share = steal_share(figures)
-            if max_steal is None or share is None or share <= max_steal / 100:
-                break
-            if attempt < STEAL_RETRIES:
-                repeated += 1
+            return figures
+
+        figures, again = await with_steal_retries(once, max_steal)
+        repeated += again
         samples.extend(mine)
         return figures
 
@@ -920,6 +920,24 @@ async def run_scenario(
 
 #: times --max-steal runs a run again before it takes it as it is
 STEAL_RETRIES = 3
+
+
+async def with_steal_retries(
+    measure_once: Callable[[], Awaitable[dict[str, Any]]],
+    max_steal: float | None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], int]:
+    """A run's figures, and how many times it was measured again (up to STEAL_RETRIES)
+    because the hypervisor took more than ``max_steal`` percent of the machine during it:
+    such a run measured another machine. ``None`` takes the first run as it is."""
+    for attempt in range(STEAL_RETRIES + 1):
+        figures = await measure_once()
+        share = steal_share(figures)
+        if max_steal is None or share is None or share <= max_steal / 100:
+            break
+        if attempt < STEAL_RETRIES and say is not None:
+            say(f"{100 * share:.0f}% of the machine stolen during the run: measuring again")
+    return figures, attempt
 
 
 def steal_share(figures: dict[str, Any]) -> float | None:

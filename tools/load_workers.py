@@ -39,8 +39,8 @@ from netcode.rooms import RoomServer
 from netcode.rooms.host import GameHost
 from netcode.rooms.server import ServerRoom
 
-from .hostile import STEAL_RETRIES, steal_share
-from .load import Bot, connect_bots, drive_bots, machine_steal_s
+from .hostile import with_steal_retries
+from .load import Bot, ServerCpu, connect_bots, drive_bots
 from .load_server import KEY, LOAD_REGISTRY, SECRET, LoadGame
 
 __all__ = ["LoadRoomServer", "main", "measure"]
@@ -110,7 +110,8 @@ async def measure(pool: WorkerPool, args: argparse.Namespace, clients: int) -> d
         connect_s = time.perf_counter() - started
         await asyncio.sleep(0.5)  # every bot receives its first snapshots
         await pool.query("reset")
-        cpu_before, wall_before, steal_before = _cpu_s(), time.perf_counter(), machine_steal_s()
+        cpu_before, wall_before = _cpu_s(), time.perf_counter()
+        machine = ServerCpu(None)  # the machine's steal over the window
         figures = await drive_bots(
             bots,
             duration=args.duration,
@@ -118,7 +119,7 @@ async def measure(pool: WorkerPool, args: argparse.Namespace, clients: int) -> d
             event_interval=args.event_interval,
         )
         bots_cpu = (_cpu_s() - cpu_before) / (time.perf_counter() - wall_before)
-        steal_after = machine_steal_s()
+        _, _, steal_s = machine.stop()
         stats = [s for s in await pool.query("stats") if s is not None]
     finally:
         await asyncio.gather(*(b.room.disconnect() for b in bots), return_exceptions=True)
@@ -165,12 +166,14 @@ async def measure(pool: WorkerPool, args: argparse.Namespace, clients: int) -> d
         "ticks_on_time": kept and figures["clients_connected_at_end"] == clients,
         "bots_cpu_percent": round(100 * bots_cpu, 1),
         # CPU the hypervisor took from the machine during the run (all CPUs, seconds)
-        "steal_s": None
-        if steal_before is None or steal_after is None
-        else round(steal_after - steal_before, 2),
+        "steal_s": None if steal_s is None else round(steal_s, 2),
         "per_worker": workers,
         **figures,
     }
+
+
+def _say_count(say: Any, count: int, line: str) -> None:
+    say(f"{count:4d} clients: {line}")
 
 
 async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
@@ -182,14 +185,12 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         counts = range(args.start, args.max_clients + 1, args.step)
         runs, best = [], 0
         for count in counts:
-            for attempt in range(STEAL_RETRIES + 1):
-                result = await measure(pool, args, count)
-                share = steal_share(result)
-                if args.max_steal is None or share is None or share <= args.max_steal / 100:
-                    break
-                if attempt < STEAL_RETRIES:  # the hypervisor took the machine: measure again
-                    say(f"{count:4d} clients: {100 * share:.0f}% of the machine stolen, again")
-            result["runs_repeated_for_steal"] = attempt
+            result, again = await with_steal_retries(
+                functools.partial(measure, pool, args, count),
+                args.max_steal,
+                functools.partial(_say_count, say, count),
+            )
+            result["runs_repeated_for_steal"] = again
             runs.append(result)
             say(
                 f"{count:4d} clients: held {result['tick_rate_held']}, "

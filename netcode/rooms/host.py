@@ -551,8 +551,7 @@ class GameHost(RoomHost):
         tick (it is sent one in ``unacked_every``)."""
         participant = client.participant
         connection = participant.connection
-        unacked_for = getattr(connection, "unacked_for", None)  # a stand-in may not tell
-        unacked = unacked_for is not None and unacked_for(connection.now()) > self.unacked_after
+        unacked = connection.unacked_for(connection.now()) > self.unacked_after
         if unacked != client.held_back:
             client.held_back = unacked
             if unacked:

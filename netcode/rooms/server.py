@@ -154,7 +154,9 @@ class RoomHost:
 
     #: True if the host sends to every participant each tick: relayed game events then
     #: wait for that tick's datagram instead of leaving in one of their own (at 30 Hz, at
-    #: most 33 ms later, for half the datagrams and SCTP acknowledgements).
+    #: most 33 ms later, for half the datagrams and SCTP acknowledgements). Such a host calls
+    #: ``release_events()`` on every participant of the room each tick, and sets this False
+    #: when it stops ticking (GameHost does both).
     sends_every_tick = False
 
     def participant_joined(self, participant: ServerParticipant) -> None:

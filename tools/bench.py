@@ -15,6 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("netcode_tools.bench_codec", "datagram header and frame encode/decode speed"),
     "link": ("netcode_tools.bench_link", "delivery reports and loss estimate on an impaired link"),
     "transport": ("netcode_tools.bench_transport", "WebRTC connect time and one-way latency"),
+    "floor": (
+        "netcode_tools.bench_floor",
+        "server CPU per client and tick of bare aiortc: the floor under netcode-load's",
+    ),
     "events": (
         "netcode_tools.bench_events",
         "game events client -> server -> client under loss, beside SCTP reliable",

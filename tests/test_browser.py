@@ -330,6 +330,35 @@ def mover_state(tick: int, i: int) -> dict[str, Any]:
     }
 
 
+async def test_a_page_gets_only_the_topics_it_subscribed_to(
+    browser: Browser, server: RoomServer
+) -> None:
+    py = Room()
+    await py.connect(server.url, token("py", "topics"))
+    page = await open_page(browser, server)
+    url, web_token = json.dumps(server.url), json.dumps(token("web", "topics"))
+    await page.evaluate(
+        f"""(async () => {{
+        const room = window.room = new netcode.Room();
+        room.on("dataReceived", (p) => log.push([p.topic, p.data]));
+        await room.connect({url}, {web_token}, {{ topics: ["chat"] }});
+    }})()"""
+    )
+    (room,) = (r for r in server.rooms.values() if r.name == "topics")
+    (web,) = (p for p in room.participants.values() if p.identity == "web")
+    await eventually(lambda: web.subscriptions == {"chat"})
+    # as between the page's join and its SUBSCRIBE: the server forwards every topic
+    web.subscriptions = None
+    await py.local_participant.publish_data("rain", topic="environment")
+    await py.local_participant.publish_data(b"xy", reliable=False, topic="position")
+    await py.local_participant.publish_data("hi", topic="chat")
+    await py.local_participant.publish_data("no topic")
+    await page.wait_for("room.unsubscribedDropped === 2 && log.length === 2")
+    assert await page.evaluate("log") == [["chat", "hi"], ["", "no topic"]]
+    await page.evaluate("room.disconnect()")
+    await py.disconnect()
+
+
 async def test_a_page_replicates_entities_within_quantization(
     browser: Browser, server: RoomServer
 ) -> None:

@@ -134,6 +134,14 @@ async def test_environment_goes_on_its_topic_at_a_lower_rate(
     assert positions.snapshots_received > 4 * environment.snapshots_received > 0
     hub = only_positions._replication_hub
     assert "environment" not in hub.decoders
+    # as between a join and its SUBSCRIBE: the host sends every topic, and ben drops the others
+    (ben_at_server,) = (
+        p for r in server.rooms.values() for p in r.participants.values() if p.identity == "ben"
+    )
+    assert ben_at_server.subscriptions == {"position"}
+    ben_at_server.subscriptions = None
+    await eventually(lambda: only_positions.unsubscribed_dropped > 0)
+    assert "environment" not in hub.decoders
     await room.disconnect()
     await only_positions.disconnect()
 

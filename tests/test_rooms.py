@@ -204,6 +204,27 @@ async def test_topic_filtering(connect: Any) -> None:
     assert (bob.packets[-1].topic, bob.packets[-1].data) == ("position", b"xy")
 
 
+async def test_topics_outside_the_subscription_never_reach_the_app(
+    server: RoomServer, connect: Any
+) -> None:
+    # Until a SUBSCRIBE reaches the server (it leaves after the join, and after each
+    # set_subscriptions), the server forwards by the subscription it last heard of.
+    alice = await connect("alice")
+    bob = await connect("bob", topics=["chat"])
+    await eventually(lambda: alice.room.remote_participants)
+    (room,) = server.rooms.values()
+    (bob_at_server,) = (p for p in room.participants.values() if p.identity == "bob")
+    await eventually(lambda: bob_at_server.subscriptions == {"chat"})
+    bob_at_server.subscriptions = None  # as between bob's join and his SUBSCRIBE
+    publish = alice.room.local_participant.publish_data
+    await publish("weather", topic="environment")
+    await publish(b"xy", reliable=False, topic="position")
+    await publish("hi", topic="chat")
+    await eventually(lambda: bob.packets)
+    await eventually(lambda: bob.room.unsubscribed_dropped == 2)
+    assert [(p.topic, p.data) for p in bob.packets] == [("chat", "hi")]
+
+
 async def test_topic_names_cross_the_wire_once(server: RoomServer, connect: Any) -> None:
     alice, bob = await connect("alice"), await connect("bob")
     await eventually(lambda: alice.room.remote_participants)

@@ -537,6 +537,10 @@ class Room(EventEmitter):
         self._tracks: dict[int, RemoteDataTrack] = {}
         self._orphan_channels: dict[int, DataChannel] = {}
         self._subscriptions: list[str] | None = None
+        #: topiced packets and snapshots that arrived outside our subscription and were
+        #: dropped (the server forwards by the subscription it last heard of: until a
+        #: SUBSCRIBE reaches it, after the join or a change, it may still send the others)
+        self.unsubscribed_dropped = 0
         self.events: EventLink | None = None
         #: P2P rooms: the direct links to the other participants (None in a group room)
         self.mesh: Mesh | None = None
@@ -665,8 +669,9 @@ class Room(EventEmitter):
                 link.on_channel(self._on_channel)
                 link.on_reliable(self._on_reliable)
                 link.on_state_change(self._on_link_state)
-                if topics is not None:
-                    self._subscriptions = [check_topic(t) for t in topics]
+                # a new session forwards every topic until told otherwise
+                self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
+                if self._subscriptions is not None:
                     self._send(Kind.SUBSCRIBE, all=False, topics=self._subscriptions)
                 await self._joined
                 if self.mesh is not None:
@@ -1022,12 +1027,24 @@ class Room(EventEmitter):
         except ProtocolError as exc:
             self._protocol_error(str(exc))
 
+    def subscribes_to(self, topic: str) -> bool:
+        """Whether packets of ``topic`` reach us: untopiced ones always do, topics only if
+        subscribed (default: all). What arrives outside it is dropped and counted
+        (``unsubscribed_dropped``)."""
+        subscriptions = self._subscriptions
+        if not topic or subscriptions is None or topic in subscriptions:
+            return True
+        self.unsubscribed_dropped += 1
+        return False
+
     def _deliver(
         self, pid: int, topic: str, text: bool, payload: bytes, kind: DataPacketKind
     ) -> None:
         participant = self._by_pid.get(pid)
         if pid and participant is None:
             return  # from someone who already left
+        if not self.subscribes_to(topic):
+            return
         lossy = kind is DataPacketKind.LOSSY
         self._trace_record("topic_recv", {"topic": topic, "bytes": len(payload), "lossy": lossy})
         if text:

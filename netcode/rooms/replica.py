@@ -100,6 +100,8 @@ class _Hub:
             return  # our classes would misread the server's entities: decode nothing
         _, topic_id, inline, _, part = decode_lossy_down_untrusted(payload)
         topic = self.room.host_topics_in.resolve(topic_id, inline)
+        if not self.room.subscribes_to(topic):
+            return
         self.topic_ids[topic] = topic_id
         decoder = self.decoder(topic)
         try:

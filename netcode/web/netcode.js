@@ -1385,6 +1385,10 @@ export class Room extends Emitter {
     this.autoReconnect = true;
     this.reconnects = 0;
     this.protocolErrors = 0;
+    // topiced packets and snapshots that arrived outside our subscription and were dropped
+    // (until a SUBSCRIBE reaches it, the server forwards by the one it last heard of)
+    this.unsubscribedDropped = 0;
+    this._subscriptions = null; // null: every topic
     this.description = null; // the game host's schema description, once received
     this.eventTypes = new Map(BUILTIN_EVENTS.map((t) => [t.typeId, t]));
     this.tickRate = null;
@@ -1433,7 +1437,8 @@ export class Room extends Emitter {
       link = await withTimeout(this._openLink({ token, room }), timeout * 1000, `no answer from ${url}`);
       const joined = new Promise((resolve, reject) => { this._joined = { resolve, reject }; });
       this._adopt(link);
-      if (topics !== null) this._send(this._subscribeMessage(topics));
+      this._subscriptions = null; // a new session forwards every topic until told otherwise
+      if (topics !== null) this.setSubscriptions(topics);
       await withTimeout(joined, timeout * 1000, "the server did not say JOINED");
     } catch (error) {
       this._closeLink();
@@ -1634,7 +1639,15 @@ export class Room extends Emitter {
 
   // Receive only these topics (null: every topic). Untopiced packets always arrive.
   setSubscriptions(topics) {
+    this._subscriptions = topics === null ? null : new Set(topics);
     this._send(this._subscribeMessage(topics));
+  }
+
+  // Whether packets of `topic` reach us (untopiced ones always do); counts what does not.
+  subscribesTo(topic) {
+    if (!topic || this._subscriptions === null || this._subscriptions.has(topic)) return true;
+    this.unsubscribedDropped++;
+    return false;
   }
 
   _requireConnected() {
@@ -1912,6 +1925,7 @@ export class Room extends Emitter {
   _deliver(pid, topic, text, payload, kind) {
     const participant = pid ? this._byPid.get(pid) : null;
     if (pid && !participant) return; // from someone who already left
+    if (!this.subscribesTo(topic)) return;
     const data = text ? decodeUtf8(payload) : payload;
     this.emit("dataReceived", { data, participant, topic, kind });
   }
@@ -2036,6 +2050,7 @@ class SnapshotHub {
     if (flags & ~(FLAG_TEXT | FLAG_TOPIC_NAME)) throw new ProtocolError("unknown SNAPSHOT flags");
     const inline = flags & FLAG_TOPIC_NAME ? r.str8() : null;
     const topic = this.room._resolveTopic(topicId, inline);
+    if (!this.room.subscribesTo(topic)) return;
     const decoder = this.decoder(topic);
     if (!decoder) return; // no schema description yet: drop it unread (it is sent again)
     this.topicIds.set(topic, topicId);

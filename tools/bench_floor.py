@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
@@ -119,6 +120,7 @@ class _Server:
     def __init__(self, args: argparse.Namespace) -> None:
         command = [sys.executable, "-m", "netcode_tools.bench_floor", "--serve"]
         command += ["--tick-rate", str(args.tick_rate), "--down-bytes", str(args.down_bytes)]
+        command += ["--loop", args.loop]
         if args.aiortc_acks:
             command.append("--aiortc-acks")
         self.process = subprocess.Popen(
@@ -196,6 +198,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     per_client_s = args.clients * wall
     return {
         "clients": args.clients,
+        "loop": args.loop,
         "tick_rate": args.tick_rate,
         "down_bytes": args.down_bytes,
         "up_bytes": args.up_bytes,
@@ -223,17 +226,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aiortc-acks", action="store_true", help="aiortc's own SACKs, not netcode's delayed ones"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the server's event loop (uvloop: pip install uvloop; netcode does not need it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        print(
+            "netcode-bench floor: --loop uvloop needs uvloop (pip install uvloop)", file=sys.stderr
+        )
+        return 2
     result = asyncio.run(measure(args))
     if args.json:
         print(json.dumps(result))
         return 0
     print(
         f"{result['clients']} clients, {result['tick_rate']:g} Hz, "
-        f"{result['down_bytes']} B down / {result['up_bytes']} B up, {result['acks']} SACKs"
+        f"{result['down_bytes']} B down / {result['up_bytes']} B up, {result['acks']} SACKs, "
+        f"{result['loop']} loop"
     )
     for key in (
         "server_cpu_per_client_tick_ms",
@@ -254,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(_serve(args))
+        if args.loop == "uvloop":
+            # an optional speed-up this benchmark measures, not a dependency of netcode's
+            importlib.import_module("uvloop").run(_serve(args))
+        else:
+            asyncio.run(_serve(args))
         return 0
     return run(args)
 

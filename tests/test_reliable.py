@@ -755,3 +755,13 @@ def test_a_peer_cannot_pin_memory_in_the_reorder_buffer() -> None:
     delivered = receiver.received()
     assert delivered[0] == b"first" and all(m == big for m in delivered[1:])
     assert receiver._buffered_bytes == 0
+
+
+@given(st.floats(min_value=0.01, max_value=10.0))
+def test_the_queue_walks_wait_as_each_message_backs_off(timeout: float) -> None:
+    from netcode.core.reliable import _backoff, _backoffs
+
+    waits = _backoffs(timeout)
+    assert waits == [_backoff(timeout, timeouts) for timeouts in range(9)]
+    assert waits[0] == timeout and waits == sorted(waits)
+    assert waits[-1] == max(timeout, 4.0) or waits[-1] == timeout * 256

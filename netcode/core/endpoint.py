@@ -91,6 +91,8 @@ DeliveryCallback = Callable[[Delivery], None]
 Tracer = Callable[[str, float, dict[str, Any]], None]
 
 _KNOWN_FRAME_TYPES = frozenset(int(t) for t in FrameType)
+#: what send_frame takes (FRAGMENT frames are the endpoint's own)
+_SENDABLE_FRAME_TYPES = _KNOWN_FRAME_TYPES - {int(FrameType.FRAGMENT)}
 _MASK32 = 0xFFFFFFFF
 
 
@@ -243,7 +245,7 @@ class Endpoint:
         is dropped unsent). A frame queued with a ``supersede_key`` replaces any unsent frame
         queued with the same key; one with ``expires_at`` is dropped if still unsent then.
         """
-        if frame_type not in _KNOWN_FRAME_TYPES or frame_type == FrameType.FRAGMENT:
+        if frame_type not in _SENDABLE_FRAME_TYPES:
             raise ValueError(f"frame type {frame_type} is not a sendable FrameType")
         n = len(payload)
         if n > MAX_FRAME_PAYLOAD_BYTES:
@@ -259,9 +261,10 @@ class Endpoint:
                 (FrameType.FRAGMENT, encode_fragment(header, data))
                 for header, data in split_message(frame_type, message_id, payload)
             ]
+            size = sum(frame_bytes(len(p)) for _, p in pieces)
         else:
             pieces = [(frame_type, payload)]
-        size = sum(frame_bytes(len(p)) for _, p in pieces)
+            size = frame_bytes(n)
         if self._queue_bytes + size > self.config.max_send_queue_bytes:
             raise SendQueueFull(
                 f"send queue holds {self._queue_bytes} bytes; adding {size} would exceed "

@@ -239,9 +239,13 @@ def _backoff(timeout: float, timeouts: int) -> float:
     return min(timeout * (1 << min(timeouts, 8)), max(timeout, _MAX_BACKOFF_S))
 
 
+_DOUBLINGS = tuple(1 << timeouts for timeouts in range(9))
+
+
 def _backoffs(timeout: float) -> list[float]:
     """``_backoff`` for 0..8 timeouts (more wait as long as 8), for walks over the queue."""
-    return [_backoff(timeout, timeouts) for timeouts in range(9)]
+    cap = max(timeout, _MAX_BACKOFF_S)
+    return [min(timeout * doubling, cap) for doubling in _DOUBLINGS]
 
 
 def _spare_datagram_room(queued_bytes: int) -> int:
@@ -317,6 +321,9 @@ class ReliableChannel:
         self._hold_level = 0
         self._timer_key: tuple[int, bool] | None = None
         self._timer_timeout = 0.0
+        # _backoffs of the last resend timeout (flushes and timers walk the queue with it)
+        self._waits_timeout = -1.0
+        self._waits: list[float] = []
         self._timer_value: float | None = None
         # new messages wait for release_new() while hold_new is set (see there)
         self._hold_new = False
@@ -427,7 +434,7 @@ class ReliableChannel:
         room_per_frame = config.max_frame_bytes - EVENT_FRAME_HEADER_BYTES
         due_bytes = 0
         hold = self._hold_until
-        waits = _backoffs(timeout)
+        waits = self._backoffs(timeout)
         timed_out = False
         selected: list[tuple[int, _Outgoing]] = []
         candidates: list[tuple[int, _Outgoing]] = []
@@ -547,12 +554,18 @@ class ReliableChannel:
         self._timer_value = value = self._earliest_deadline(timeout, copies)
         return value
 
+    def _backoffs(self, timeout: float) -> list[float]:
+        if timeout != self._waits_timeout:
+            self._waits_timeout = timeout
+            self._waits = _backoffs(timeout)
+        return self._waits
+
     def _earliest_deadline(self, timeout: float, copies: bool) -> float | None:
         config = self.config
         base = self._window_base()
         hold = self._hold_until
         last_flush = self._last_flush_at
-        waits = _backoffs(timeout)
+        waits = self._backoffs(timeout)
         window = config.window
         copy_limit = config.redundant_copies if copies else 0
         spacing = config.copy_spacing_s
@@ -688,11 +701,11 @@ class ReliableChannel:
         self._changes += 1
         counters = self.counters
         counters.frames_sent += 1
-        timeout = self.resend_timeout
+        waits = self._backoffs(self.resend_timeout)
         for _, out in batch:
             if out.last_sent is None:
                 counters.messages_sent += 1
-            elif not (resend or out.due) and now < out.last_copy + _backoff(timeout, out.resends):
+            elif not (resend or out.due) and now < out.last_copy + waits[min(out.resends, 8)]:
                 # An early copy: the LOST trigger stays with the transmission it copies;
                 # the resend timer runs from the latest copy.
                 counters.messages_redundant += 1

@@ -275,6 +275,7 @@ class DataChannel:
         self, raw: RTCDataChannel, link: PeerLink, *, max_message_bytes: int, binary_only: bool
     ) -> None:
         self._raw = raw
+        self._reliable = _is_reliable(raw)  # fixed when the channel is made
         self._link = link
         self._handler: MessageHandler | None = None
         self._pending: deque[bytes | str] = deque()
@@ -323,7 +324,7 @@ class DataChannel:
     @property
     def reliable(self) -> bool:
         """True if every message is delivered (no retransmission limit)."""
-        return _is_reliable(self._raw)
+        return self._reliable
 
     @property
     def ready_state(self) -> str:
@@ -584,9 +585,11 @@ class PeerLink:
         ones, so a backlog of bulk reliable data does not make datagrams stale; the
         reliable message being sent when one is queued still goes first (at most
         MAX_RELIABLE_MESSAGE_BYTES)."""
-        return sum(
-            channel._raw.bufferedAmount for channel in self._channels if not channel.reliable
-        )
+        backlog = 0
+        for channel in self._channels:
+            if not channel._reliable:
+                backlog += channel._raw.bufferedAmount
+        return backlog
 
     def create_channel(
         self,

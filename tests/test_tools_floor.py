@@ -23,3 +23,10 @@ def test_bench_floor_moves_a_message_each_way_per_tick(
     assert 16 <= result["delivered_up_per_client_s"] <= 24
     assert result["server_cpu_per_client_tick_ms"] > 0
     assert result["server_cores"] > 0
+
+
+def test_bench_floor_refuses_what_it_cannot_measure() -> None:
+    with pytest.raises(SystemExit, match="must be positive"):
+        main(["floor", "--clients", "0"])
+    with pytest.raises(SystemExit, match="1160"):
+        main(["floor", "--down-bytes", "5000"])

@@ -33,12 +33,15 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from netcode.transport.sctp import delay_acks
 from netcode.transport.webrtc import loopback_candidates, make_peer_connection
+from netcode.wire import MAX_DATAGRAM_BYTES
 
 from .load import machine_steal_s, process_cpu_s
 
 __all__ = ["add_arguments", "run"]
 
 _CHANNEL_ID = 1
+#: the largest message sent: netcode's datagram (one unfragmented SCTP DATA chunk)
+MAX_MESSAGE_BYTES = MAX_DATAGRAM_BYTES
 
 
 def _lossy_channel(pc: RTCPeerConnection) -> Any:
@@ -236,6 +239,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.clients < 1 or args.tick_rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        raise SystemExit("--clients, --tick-rate and --duration must be positive")
+    for name in ("down_bytes", "up_bytes"):
+        if not 1 <= getattr(args, name) <= MAX_MESSAGE_BYTES:
+            option = "--" + name.replace("_", "-")
+            raise SystemExit(f"{option} must be 1 to {MAX_MESSAGE_BYTES} (one datagram)")
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         print(
             "netcode-bench floor: --loop uvloop needs uvloop (pip install uvloop)", file=sys.stderr

@@ -537,6 +537,7 @@ class Room(EventEmitter):
         self._tracks: dict[int, RemoteDataTrack] = {}
         self._orphan_channels: dict[int, DataChannel] = {}
         self._subscriptions: list[str] | None = None
+        self._subscribed: frozenset[str] | None = None  # the same, for lookups
         #: topiced packets and snapshots that arrived outside our subscription and were
         #: dropped (the server forwards by the subscription it last heard of: until a
         #: SUBSCRIBE reaches it, after the join or a change, it may still send the others)
@@ -670,7 +671,7 @@ class Room(EventEmitter):
                 link.on_reliable(self._on_reliable)
                 link.on_state_change(self._on_link_state)
                 # a new session forwards every topic until told otherwise
-                self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
+                self._subscribe(topics)
                 if self._subscriptions is not None:
                     self._send(Kind.SUBSCRIBE, all=False, topics=self._subscriptions)
                 await self._joined
@@ -707,7 +708,7 @@ class Room(EventEmitter):
 
     async def set_subscriptions(self, topics: Iterable[str] | None) -> None:
         """Receive only these topics (None: all). Untopiced packets always arrive."""
-        self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
+        self._subscribe(topics)
         self._send(Kind.SUBSCRIBE, all=topics is None, topics=self._subscriptions or [])
         if self.mesh is not None:
             self.mesh.set_subscriptions(self._subscriptions)
@@ -1027,15 +1028,23 @@ class Room(EventEmitter):
         except ProtocolError as exc:
             self._protocol_error(str(exc))
 
+    def _subscribe(self, topics: Iterable[str] | None) -> None:
+        self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
+        self._subscribed = None if topics is None else frozenset(self._subscriptions or ())
+
     def subscribes_to(self, topic: str) -> bool:
-        """Whether packets of ``topic`` reach us: untopiced ones always do, topics only if
-        subscribed (default: all). What arrives outside it is dropped and counted
-        (``unsubscribed_dropped``)."""
-        subscriptions = self._subscriptions
-        if not topic or subscriptions is None or topic in subscriptions:
-            return True
+        """Whether packets of ``topic`` reach this client: untopiced ones always do, topics
+        only if subscribed (default: all)."""
+        subscribed = self._subscribed
+        return not topic or subscribed is None or topic in subscribed
+
+    def drop_unsubscribed(self, topic: str) -> bool:
+        """True, counting it in ``unsubscribed_dropped``, if a packet or snapshot of ``topic``
+        is outside the subscription (the room's receivers drop it then)."""
+        if self.subscribes_to(topic):
+            return False
         self.unsubscribed_dropped += 1
-        return False
+        return True
 
     def _deliver(
         self, pid: int, topic: str, text: bool, payload: bytes, kind: DataPacketKind
@@ -1043,7 +1052,7 @@ class Room(EventEmitter):
         participant = self._by_pid.get(pid)
         if pid and participant is None:
             return  # from someone who already left
-        if not self.subscribes_to(topic):
+        if self.drop_unsubscribed(topic):
             return
         lossy = kind is DataPacketKind.LOSSY
         self._trace_record("topic_recv", {"topic": topic, "bytes": len(payload), "lossy": lossy})

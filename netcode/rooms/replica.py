@@ -100,7 +100,7 @@ class _Hub:
             return  # our classes would misread the server's entities: decode nothing
         _, topic_id, inline, _, part = decode_lossy_down_untrusted(payload)
         topic = self.room.host_topics_in.resolve(topic_id, inline)
-        if not self.room.subscribes_to(topic):
+        if self.room.drop_unsubscribed(topic):
             return
         self.topic_ids[topic] = topic_id
         decoder = self.decoder(topic)

@@ -1643,11 +1643,17 @@ export class Room extends Emitter {
     this._send(this._subscribeMessage(topics));
   }
 
-  // Whether packets of `topic` reach us (untopiced ones always do); counts what does not.
+  // Whether packets of `topic` reach this client (untopiced ones always do).
   subscribesTo(topic) {
-    if (!topic || this._subscriptions === null || this._subscriptions.has(topic)) return true;
+    return !topic || this._subscriptions === null || this._subscriptions.has(topic);
+  }
+
+  // True, counted in unsubscribedDropped, if a packet or snapshot of `topic` is outside the
+  // subscription (the room's receivers drop it then).
+  _dropUnsubscribed(topic) {
+    if (this.subscribesTo(topic)) return false;
     this.unsubscribedDropped++;
-    return false;
+    return true;
   }
 
   _requireConnected() {
@@ -1925,7 +1931,7 @@ export class Room extends Emitter {
   _deliver(pid, topic, text, payload, kind) {
     const participant = pid ? this._byPid.get(pid) : null;
     if (pid && !participant) return; // from someone who already left
-    if (!this.subscribesTo(topic)) return;
+    if (this._dropUnsubscribed(topic)) return;
     const data = text ? decodeUtf8(payload) : payload;
     this.emit("dataReceived", { data, participant, topic, kind });
   }
@@ -2050,7 +2056,7 @@ class SnapshotHub {
     if (flags & ~(FLAG_TEXT | FLAG_TOPIC_NAME)) throw new ProtocolError("unknown SNAPSHOT flags");
     const inline = flags & FLAG_TOPIC_NAME ? r.str8() : null;
     const topic = this.room._resolveTopic(topicId, inline);
-    if (!this.room.subscribesTo(topic)) return;
+    if (this.room._dropUnsubscribed(topic)) return;
     const decoder = this.decoder(topic);
     if (!decoder) return; // no schema description yet: drop it unread (it is sent again)
     this.topicIds.set(topic, topicId);

@@ -1034,14 +1034,10 @@ class Mesh:
 
     # ------------------------------------------------------------------ receiving
 
-    def _subscribed(self, topic: str) -> bool:
-        subscriptions = self.room._subscriptions
-        return not topic or subscriptions is None or topic in subscriptions
-
     def _deliver_data(
         self, pair: PeerPair, claimed: int, topic: str, text: bool, payload: bytes, lossy: bool
     ) -> None:
-        if not pair.can_publish or not self._subscribed(topic):
+        if not pair.can_publish or not self.room.subscribes_to(topic):
             pair.dropped += 1
             return
         kind = DataPacketKind.LOSSY if lossy else DataPacketKind.RELIABLE
@@ -1053,7 +1049,7 @@ class Mesh:
             if not pair.meter.event(now):
                 pair.refuse("flooding: too many game events a second")
                 return
-            if not pair.can_publish or not self._subscribed(topic):
+            if not pair.can_publish or not self.room.subscribes_to(topic):
                 pair.dropped += 1
                 continue
             self.room._dispatch_event(event, pair.sender_of(claimed), topic)

@@ -26,7 +26,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -35,7 +34,7 @@ from netcode.transport.sctp import delay_acks
 from netcode.transport.webrtc import loopback_candidates, make_peer_connection
 from netcode.wire import MAX_DATAGRAM_BYTES
 
-from .load import machine_steal_s, process_cpu_s
+from .load import ServerCpu
 
 __all__ = ["add_arguments", "run"]
 
@@ -59,7 +58,6 @@ class _Ticker:
         self.channels: list[Any] = []
         self.received = 0
         self.late_ticks = 0
-        self.ticks = 0
 
     def on_message(self, message: bytes | str) -> None:
         self.received += 1
@@ -72,7 +70,6 @@ class _Ticker:
             for channel in self.channels:
                 if channel.readyState == "open":
                     channel.send(self.payload)
-            self.ticks += 1
             delay = due - loop.time()
             if delay < 0:
                 self.late_ticks += 1
@@ -183,20 +180,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(args.warmup)
         start = await server.ask({"mark": 1})
         received = ticker.received
-        cpu0, steal0, wall0 = process_cpu_s(server.process.pid), machine_steal_s(), time.monotonic()
+        window = ServerCpu(server.process.pid)
         await asyncio.sleep(args.duration)
-        cpu1, steal1, wall = process_cpu_s(server.process.pid), machine_steal_s(), time.monotonic()
+        cpu, wall, steal = window.stop()
         end = await server.ask({"mark": 2})
-        wall -= wall0
         received = ticker.received - received
     finally:
         tick_task.cancel()
         for pc in pcs:
             await pc.close()
         server.close()
-    if cpu0 is None or cpu1 is None:
+    if cpu is None:
         raise RuntimeError("cannot read the server's CPU from /proc")
-    cpu = cpu1 - cpu0
     ticks = wall * args.tick_rate
     per_client_s = args.clients * wall
     return {
@@ -213,7 +208,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "delivered_down_per_client_s": round(received / per_client_s, 1),
         "delivered_up_per_client_s": round((end["received"] - start["received"]) / per_client_s, 1),
         "server_late_ticks": end["late_ticks"] - start["late_ticks"],
-        "steal_s": None if steal0 is None or steal1 is None else round(steal1 - steal0, 2),
+        "steal_s": None if steal is None else round(steal, 2),
     }
 
 

@@ -536,8 +536,7 @@ class Room(EventEmitter):
         self._joined: asyncio.Future[None] | None = None
         self._tracks: dict[int, RemoteDataTrack] = {}
         self._orphan_channels: dict[int, DataChannel] = {}
-        self._subscriptions: list[str] | None = None
-        self._subscribed: frozenset[str] | None = None  # the same, for lookups
+        self._subscriptions: frozenset[str] | None = None  # None: every topic
         #: topiced packets and snapshots that arrived outside our subscription and were
         #: dropped (the server forwards by the subscription it last heard of: until a
         #: SUBSCRIBE reaches it, after the join or a change, it may still send the others)
@@ -673,7 +672,7 @@ class Room(EventEmitter):
                 # a new session forwards every topic until told otherwise
                 self._subscribe(topics)
                 if self._subscriptions is not None:
-                    self._send(Kind.SUBSCRIBE, all=False, topics=self._subscriptions)
+                    self._send(Kind.SUBSCRIBE, **self._subscribe_fields())
                 await self._joined
                 if self.mesh is not None:
                     await self.mesh.ready()  # our rights on the mesh (PEER_INFO) are known
@@ -709,9 +708,9 @@ class Room(EventEmitter):
     async def set_subscriptions(self, topics: Iterable[str] | None) -> None:
         """Receive only these topics (None: all). Untopiced packets always arrive."""
         self._subscribe(topics)
-        self._send(Kind.SUBSCRIBE, all=topics is None, topics=self._subscriptions or [])
+        self._send(Kind.SUBSCRIBE, **self._subscribe_fields())
         if self.mesh is not None:
-            self.mesh.set_subscriptions(self._subscriptions)
+            self.mesh.set_subscriptions()
 
     @property
     def trace(self) -> TraceWriter | None:
@@ -1029,14 +1028,18 @@ class Room(EventEmitter):
             self._protocol_error(str(exc))
 
     def _subscribe(self, topics: Iterable[str] | None) -> None:
-        self._subscriptions = None if topics is None else [check_topic(t) for t in topics]
-        self._subscribed = None if topics is None else frozenset(self._subscriptions or ())
+        self._subscriptions = None if topics is None else frozenset(map(check_topic, topics))
+
+    def _subscribe_fields(self) -> dict[str, Any]:
+        """The fields of the SUBSCRIBE message that says this client's subscription."""
+        subscriptions = self._subscriptions
+        return {"all": subscriptions is None, "topics": sorted(subscriptions or ())}
 
     def subscribes_to(self, topic: str) -> bool:
         """Whether packets of ``topic`` reach this client: untopiced ones always do, topics
         only if subscribed (default: all)."""
-        subscribed = self._subscribed
-        return not topic or subscribed is None or topic in subscribed
+        subscriptions = self._subscriptions
+        return not topic or subscriptions is None or topic in subscriptions
 
     def drop_unsubscribed(self, topic: str) -> bool:
         """True, counting it in ``unsubscribed_dropped``, if a packet or snapshot of ``topic``

@@ -428,7 +428,7 @@ class PeerPair:
         room = self.mesh.room
         outbox, self._outbox, self._outbox_bytes = self._outbox, deque(), 0
         if room._subscriptions is not None:
-            outbox.appendleft(encode_message(Kind.SUBSCRIBE, all=False, topics=room._subscriptions))
+            outbox.appendleft(encode_message(Kind.SUBSCRIBE, **room._subscribe_fields()))
         try:
             for message in outbox:
                 link.send_reliable(message)
@@ -1003,10 +1003,12 @@ class Mesh:
         """The largest backlog towards any peer (a stream goes at its slowest receiver's pace)."""
         return max((pair.send_backlog() for pair in self.pairs.values()), default=0)
 
-    def set_subscriptions(self, topics: list[str] | None) -> None:
+    def set_subscriptions(self) -> None:
+        """Tell every peer the room's subscription (Room.set_subscriptions)."""
+        fields = self.room._subscribe_fields()
         for pair in self.pairs.values():
             if pair.state != "closed":
-                pair.send_message(Kind.SUBSCRIBE, all=topics is None, topics=topics or [])
+                pair.send_message(Kind.SUBSCRIBE, **fields)
 
     def track_fanout(self, track: LocalDataTrack, sid: int) -> TrackFanout:
         """Open ``track``'s channels to every subscribing peer (and later ones)."""

@@ -447,7 +447,7 @@ class ImpairmentQueue(Generic[T]):
         """Count a datagram of ``size`` bytes as seen and delivered at once, if the path
         would do nothing else with it (no impairment, no blackout, nothing held before it);
         else False, and it is for :meth:`push`. The caller delivers it: no heap, no timer."""
-        if not self._identity or self._heap or self._blackout_on or now < self._blackout_until:
+        if not self._identity or self._heap or self.in_blackout(now):
             return False
         stats = self.stats
         stats.datagrams_seen += 1
